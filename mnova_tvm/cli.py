@@ -1,0 +1,48 @@
+"""`mnova` command line: one subcommand per module in mnova_tvm.commands.
+
+Each command module defines `register(subparsers)` (adds its parser and sets `func`) and the
+function it runs. A MnovaError (and a Ctrl-C) ends the command with a one-line message and exit
+code 2 (130 for Ctrl-C), no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from .errors import MnovaError
+
+COMMAND_MODULES = [
+    "zoo",
+    "inspect",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mnova",
+        description="Memory-optimal operator order and memory-constrained multi-device partitioning on Apache TVM.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"mnova_tvm.commands.{name}").register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.func(args)
+    except MnovaError as err:
+        print(f"mnova {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"mnova {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
