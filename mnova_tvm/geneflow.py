@@ -1,0 +1,261 @@
+"""GenEFlow: a genetic algorithm that splits operators across devices under memory budgets.
+
+The chromosome holds, for each operator in execution order, a dimension gene (0 none, 1 height,
+2 channel) and a proportion vector over the devices. The GA itself only sees arrays: a
+`PartitionProblem` says which dimensions each operator allows and evaluates a whole population at
+once (latency and constraint violation), so it can be tested on synthetic problems and fed by
+the cost model without knowing about TVM.
+
+Selection follows Deb's feasibility rules (feasible beats infeasible; between feasible, lower
+latency; between infeasible, lower violation), with elitism. One- and two-point crossover keep
+runs of consecutive operators together, which is what lets the partitioner form segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from .errors import MnovaError
+
+DIM_NONE, DIM_HEIGHT, DIM_CHANNEL = 0, 1, 2
+DIM_NAMES = ("none", "height", "channel")
+
+# evaluate(dims (P, n) int8, shares (P, n, D) float) -> (latency_s (P,), violation_bytes (P,))
+Evaluate = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+@dataclass(frozen=True)
+class PartitionProblem:
+    allowed_dims: np.ndarray  # (n_ops, 3) bool; column 0 (none) must be True everywhere
+    n_devices: int
+    evaluate: Evaluate
+    seeds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # chromosomes put in generation 0
+
+    @property
+    def n_ops(self) -> int:
+        return self.allowed_dims.shape[0]
+
+
+@dataclass(frozen=True)
+class GAConfig:
+    population: int = 48
+    generations: int = 60
+    crossover_rate: float = 0.9
+    dim_mutation_rate: float | None = None  # per gene; default 1 / n_ops
+    share_mutation_rate: float | None = None  # per gene; default 2 / n_ops
+    share_sigma: float = 0.15
+    elite: int = 2
+    tournament: int = 2
+    seed: int = 0
+    patience: int | None = None  # stop after this many generations without improvement
+
+    def validate(self) -> None:
+        if self.population < 4 or self.generations < 1:
+            raise MnovaError("GenEFlow needs a population of at least 4 and at least 1 generation")
+        if not 0 <= self.elite < self.population:
+            raise MnovaError("GenEFlow elite count must be between 0 and population - 1")
+
+
+@dataclass(frozen=True)
+class GenerationStats:
+    generation: int
+    best_latency: float  # best feasible latency so far (inf while none is feasible)
+    best_violation: float  # violation of the best individual so far (0 once feasible)
+    mean_latency: float
+    feasible_fraction: float
+    evaluations: int
+
+
+@dataclass(frozen=True)
+class GAResult:
+    dims: np.ndarray  # (n_ops,)
+    shares: np.ndarray  # (n_ops, D), rows sum to 1
+    latency: float
+    violation: float
+    history: tuple[GenerationStats, ...] = field(default_factory=tuple)
+    evaluations: int = 0
+
+    @property
+    def feasible(self) -> bool:
+        return self.violation <= 0
+
+
+def better(lat_a, vio_a, lat_b, vio_b) -> np.ndarray:
+    """Deb's rules, elementwise: is a strictly better than b?"""
+    lat_a, vio_a, lat_b, vio_b = map(np.asarray, (lat_a, vio_a, lat_b, vio_b))
+    feas_a, feas_b = vio_a <= 0, vio_b <= 0
+    return np.where(
+        feas_a & feas_b, lat_a < lat_b,
+        np.where(feas_a != feas_b, feas_a, vio_a < vio_b),
+    )
+
+
+def rank(latency: np.ndarray, violation: np.ndarray) -> np.ndarray:
+    """Indices sorted best first under Deb's rules (feasible by latency, then infeasible by violation)."""
+    feasible = violation <= 0
+    key_primary = np.where(feasible, 0, 1)
+    key_secondary = np.where(feasible, latency, violation)
+    return np.lexsort((key_secondary, key_primary))
+
+
+def _normalise(shares: np.ndarray) -> np.ndarray:
+    shares = np.clip(shares, 0.0, None)
+    total = shares.sum(axis=-1, keepdims=True)
+    uniform = np.full_like(shares, 1.0 / shares.shape[-1])
+    return np.where(total > 0, shares / np.where(total > 0, total, 1), uniform)
+
+
+def _repair(dims: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """Replace dims an operator does not allow by an allowed one (none is always allowed)."""
+    ops = np.arange(dims.shape[-1])
+    bad = ~allowed[ops, dims]
+    if bad.any():
+        dims = dims.copy()
+        dims[bad] = DIM_NONE
+    return dims
+
+
+def random_population(problem: PartitionProblem, size: int, rng: np.random.Generator):
+    n, d = problem.n_ops, problem.n_devices
+    # Runs of equal genes make segments: draw a few breakpoints and repeat one gene per run.
+    dims = np.empty((size, n), dtype=np.int8)
+    shares = np.empty((size, n, d))
+    for i in range(size):
+        runs = max(1, int(rng.integers(1, max(2, n // 4) + 1)))
+        cuts = np.sort(rng.choice(np.arange(1, n), size=min(runs - 1, n - 1), replace=False)) if n > 1 else []
+        bounds = [0, *cuts, n]
+        for lo, hi in zip(bounds[:-1], bounds[1:]):
+            dims[i, lo:hi] = rng.integers(0, 3)
+            shares[i, lo:hi] = rng.dirichlet(np.ones(d))
+        dims[i] = _repair(dims[i], problem.allowed_dims)
+    return dims, _normalise(shares)
+
+
+def _crossover(a_dims, a_shares, b_dims, b_shares, rng):
+    n = a_dims.shape[0]
+    if n < 2:
+        return a_dims.copy(), a_shares.copy()
+    lo, hi = np.sort(rng.choice(np.arange(n + 1), size=2, replace=False))
+    dims, shares = a_dims.copy(), a_shares.copy()
+    dims[lo:hi], shares[lo:hi] = b_dims[lo:hi], b_shares[lo:hi]
+    # Blend the proportions of the parents outside the swapped run: proportions are continuous,
+    # and averaging moves them towards the balance point faster than mutation alone.
+    blend = rng.random()
+    outside = np.ones(n, dtype=bool)
+    outside[lo:hi] = False
+    shares[outside] = blend * a_shares[outside] + (1 - blend) * b_shares[outside]
+    return dims, shares
+
+
+def _mutate(dims, shares, problem, config, rng):
+    n, d = shares.shape
+    dim_rate = config.dim_mutation_rate if config.dim_mutation_rate is not None else 1.0 / n
+    share_rate = config.share_mutation_rate if config.share_mutation_rate is not None else 2.0 / n
+    dims, shares = dims.copy(), shares.copy()
+    flip = rng.random(n) < dim_rate
+    dims[flip] = rng.integers(0, 3, size=int(flip.sum()))
+    jitter = rng.random(n) < share_rate
+    if jitter.any():
+        sigma = config.share_sigma * rng.choice([0.1, 0.3, 1.0])  # coarse and fine steps
+        shares[jitter] += rng.normal(0.0, sigma, size=(int(jitter.sum()), d))
+    # Copy a neighbour's gene: joins two runs into one segment (fewer transfers).
+    if n > 1 and rng.random() < 0.3:
+        i = int(rng.integers(0, n - 1))
+        if rng.random() < 0.5:
+            dims[i + 1], shares[i + 1] = dims[i], shares[i]
+        else:
+            dims[i], shares[i] = dims[i + 1], shares[i + 1]
+    # Occasionally move a whole run to one device (memory relief for one device, speed for another).
+    if rng.random() < 0.1:
+        lo, hi = np.sort(rng.choice(np.arange(n + 1), size=2, replace=False))
+        onehot = np.zeros(d)
+        onehot[int(rng.integers(0, d))] = 1.0
+        shares[lo:hi] = onehot
+    return _repair(dims, problem.allowed_dims), _normalise(shares)
+
+
+def _tournament(latency, violation, k, count, rng) -> np.ndarray:
+    size = latency.shape[0]
+    picks = rng.integers(0, size, size=(count, k))
+    winners = picks[:, 0].copy()
+    for j in range(1, k):
+        challenger = picks[:, j]
+        take = better(latency[challenger], violation[challenger], latency[winners], violation[winners])
+        winners = np.where(take, challenger, winners)
+    return winners
+
+
+def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
+                 progress: Callable[[GenerationStats], None] | None = None) -> GAResult:
+    """Evolve a partition; deterministic for a given problem and config.seed."""
+    config.validate()
+    if problem.n_ops == 0:
+        raise MnovaError("nothing to partition: the graph has no operators")
+    if not problem.allowed_dims[:, DIM_NONE].all():
+        raise ValueError("every operator must allow dimension none")
+    rng = np.random.default_rng(config.seed)
+    dims, shares = random_population(problem, config.population, rng)
+    for i, (seed_dims, seed_shares) in enumerate(problem.seeds[: config.population]):
+        dims[i] = _repair(np.asarray(seed_dims, dtype=np.int8), problem.allowed_dims)
+        shares[i] = _normalise(np.asarray(seed_shares, dtype=float))
+    latency, violation = _evaluate(problem, dims, shares)
+    evaluations = config.population
+    history = []
+    best = rank(latency, violation)[0]
+    best_dims, best_shares = dims[best].copy(), shares[best].copy()
+    best_lat, best_vio = float(latency[best]), float(violation[best])
+    stale = 0
+    for gen in range(config.generations):
+        order = rank(latency, violation)
+        elite = order[: config.elite]
+        n_children = config.population - config.elite
+        parents = _tournament(latency, violation, config.tournament, 2 * n_children, rng)
+        child_dims = np.empty((n_children, problem.n_ops), dtype=np.int8)
+        child_shares = np.empty((n_children, problem.n_ops, problem.n_devices))
+        for c in range(n_children):
+            a, b = parents[2 * c], parents[2 * c + 1]
+            if rng.random() < config.crossover_rate:
+                cd, cs = _crossover(dims[a], shares[a], dims[b], shares[b], rng)
+            else:
+                cd, cs = dims[a].copy(), shares[a].copy()
+            child_dims[c], child_shares[c] = _mutate(cd, cs, problem, config, rng)
+        c_lat, c_vio = _evaluate(problem, child_dims, child_shares)
+        evaluations += n_children
+        dims = np.concatenate([dims[elite], child_dims])
+        shares = np.concatenate([shares[elite], child_shares])
+        latency = np.concatenate([latency[elite], c_lat])
+        violation = np.concatenate([violation[elite], c_vio])
+        top = rank(latency, violation)[0]
+        if better(latency[top], violation[top], best_lat, best_vio):
+            best_dims, best_shares = dims[top].copy(), shares[top].copy()
+            best_lat, best_vio = float(latency[top]), float(violation[top])
+            stale = 0
+        else:
+            stale += 1
+        feasible = violation <= 0
+        stats = GenerationStats(
+            generation=gen + 1,
+            best_latency=best_lat if best_vio <= 0 else float("inf"),
+            best_violation=best_vio,
+            mean_latency=float(latency[feasible].mean()) if feasible.any() else float("inf"),
+            feasible_fraction=float(feasible.mean()),
+            evaluations=evaluations,
+        )
+        history.append(stats)
+        if progress is not None:
+            progress(stats)
+        if config.patience is not None and stale >= config.patience:
+            break
+    return GAResult(best_dims, best_shares, best_lat, best_vio, tuple(history), evaluations)
+
+
+def _evaluate(problem, dims, shares):
+    latency, violation = problem.evaluate(dims, shares)
+    latency = np.asarray(latency, dtype=float)
+    violation = np.asarray(violation, dtype=float)
+    if latency.shape != (dims.shape[0],) or violation.shape != (dims.shape[0],):
+        raise ValueError("evaluate must return one latency and one violation per individual")
+    return latency, violation
