@@ -176,3 +176,216 @@ class OpGraph:
     @property
     def flops(self) -> int:
         return sum(n.flops for n in self.nodes)
+
+
+# --- building an OpGraph from a Relax module (TVM at the edge) ---
+
+# Ops that TVM executes without a copy (RewriteDataflowReshape turns them into vm.builtin.reshape).
+VIEW_OPS = frozenset({"relax.reshape", "relax.expand_dims", "relax.squeeze", "relax.flatten", "alias"})
+_ATTR_SKIP = frozenset({"get_int", "get_int_tuple", "get_str", "id_", "is_", "same_as"})
+
+
+def _plain(value):
+    """A TVM attribute value as plain Python (ints, floats, strings, tuples), or None if opaque."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if hasattr(value, "value") and not hasattr(value, "shape"):  # IntImm / FloatImm / StringImm
+        return value.value
+    try:
+        items = list(value)
+    except TypeError:
+        return None
+    converted = tuple(_plain(v) for v in items)
+    return None if any(c is None for c in converted) else converted
+
+
+def _call_attrs(call) -> dict[str, Any]:
+    attrs = getattr(call, "attrs", None)
+    if attrs is None:
+        return {}
+    out = {}
+    for key in dir(attrs):
+        if key.startswith("_") or key in _ATTR_SKIP:
+            continue
+        try:
+            value = _plain(getattr(attrs, key))
+        except Exception:  # some fields are not readable from Python
+            continue
+        if value is not None and not callable(value):
+            out[key] = value
+    return out
+
+
+def _shape_dtype(ty) -> tuple[tuple[int, ...], str]:
+    shape = tuple(int(v) for v in ty.shape.values)
+    return shape, str(ty.dtype)
+
+
+def _nbytes(shape: tuple[int, ...], dtype: str) -> int:
+    import numpy as np
+
+    count = 1
+    for d in shape:
+        count *= d
+    return count * np.dtype(dtype).itemsize
+
+
+def _prod(shape) -> int:
+    out = 1
+    for d in shape:
+        out *= d
+    return out
+
+
+def _normalise_attrs(op: str, attrs: dict[str, Any], in_shapes: list[tuple[int, ...]]) -> dict[str, Any]:
+    if op in ("relax.nn.conv2d",):
+        attrs["kernel"] = tuple(in_shapes[1][2:4])
+        attrs["layout"] = attrs.get("data_layout", "NCHW")
+    if "pool_size" in attrs:
+        attrs["kernel"] = tuple(attrs["pool_size"])
+    if "padding" in attrs and len(attrs["padding"]) == 2:
+        attrs["padding"] = tuple(attrs["padding"]) * 2
+    return attrs
+
+
+def node_flops(op: str, attrs: Mapping[str, Any], in_shapes: list[tuple[int, ...]], out_shapes: list[tuple[int, ...]]) -> int:
+    """Floating-point operations of one operator (multiply-add counts 2)."""
+    if op in VIEW_OPS or not out_shapes:
+        return 0
+    out = out_shapes[0]
+    if op == "relax.nn.conv2d":
+        kh, kw = attrs["kernel"]
+        cin_per_group = in_shapes[1][1]
+        return 2 * _prod(out) * cin_per_group * kh * kw
+    if op == "relax.matmul":
+        return 2 * _prod(out) * in_shapes[0][-1]
+    if "kernel" in attrs and "pool" in op:
+        kh, kw = attrs["kernel"]
+        return _prod(out) * kh * kw
+    if op.startswith("relax.nn.adaptive") or op in ("relax.mean", "relax.sum", "relax.max", "relax.min"):
+        return _prod(in_shapes[0])
+    return sum(_prod(s) for s in out_shapes)
+
+
+def binding_names(func) -> list[str]:
+    """Unique, deterministic names for the bindings of main's dataflow block, in order."""
+    names, seen = [], {}
+    for binding in dataflow_bindings(func):
+        base = binding.var.name
+        k = seen.get(base, 0)
+        seen[base] = k + 1
+        names.append(base if k == 0 else f"{base}#{k}")
+    return names
+
+
+def dataflow_bindings(func):
+    blocks = func.body.blocks
+    if len(blocks) != 1:
+        raise ValueError(f"expected main to have one dataflow block, found {len(blocks)} blocks (run Normalize first?)")
+    return list(blocks[0].bindings)
+
+
+def from_relax(mod, name: str = "") -> OpGraph:
+    """The OpGraph of `mod["main"]`'s dataflow block: call bindings become nodes.
+
+    TupleGetItem bindings are folded into the node that produced the tuple; a binding whose
+    value is a plain var is an "alias" node (a view); a Tuple binding is a "tuple" node with no
+    outputs of its own (its fields are what the function returns). Constants are weights.
+    """
+    import tvm
+    from tvm import relax
+
+    func = mod["main"]
+    bindings = dataflow_bindings(func)
+    names = binding_names(func)
+    var_name: dict[Any, str] = {}
+    tensors: dict[str, Tensor] = {}
+    consts: dict[Any, str] = {}
+
+    for p in func.params:
+        shape, dtype = _shape_dtype(p.ty)
+        tensors[p.name] = Tensor(p.name, shape, dtype, _nbytes(shape, dtype), "input")
+        var_name[p] = p.name
+    graph_inputs = tuple(p.name for p in func.params)
+
+    def tensor_of(expr) -> list[str]:
+        if isinstance(expr, relax.Tuple):
+            return [t for field in expr.fields for t in tensor_of(field)]
+        if isinstance(expr, relax.Var):
+            return [var_name[expr]] if not isinstance(var_name[expr], tuple) else list(var_name[expr])
+        if type(expr).__name__ in ("GenericConst", "Constant"):
+            if expr not in consts:
+                cname = f"const{len(consts)}"
+                shape, dtype = _shape_dtype(expr.ty)
+                tensors[cname] = Tensor(cname, shape, dtype, _nbytes(shape, dtype), "weight")
+                consts[expr] = cname
+            return [consts[expr]]
+        return []  # shapes, prim values, strings: not tensors
+
+    nodes: list[Node] = []
+    node_of_tuple: dict[str, int] = {}
+    for binding, bname in zip(bindings, names):
+        var, value = binding.var, binding.value
+        if isinstance(value, relax.TupleGetItem):
+            producer = var_name[value.tuple_value]
+            idx = node_of_tuple[producer if isinstance(producer, str) else producer[0]]
+            node = nodes[idx]
+            out = node.outputs[value.index]
+            var_name[var] = out
+            nodes[idx] = Node(node.name, node.op, node.inputs, node.outputs, node.attrs, node.flops,
+                              (*node.bindings, bname))
+            continue
+        if isinstance(value, relax.Call):
+            if isinstance(value.op, tvm.ir.Op) and value.op.name == "relax.call_tir":
+                op = f"call_tir:{value.args[0].name_hint}"
+                args = list(value.args[1].fields) if isinstance(value.args[1], relax.Tuple) else [value.args[1]]
+            elif isinstance(value.op, tvm.ir.Op):
+                op, args = value.op.name, list(value.args)
+            else:  # a call to another function of the module (e.g. a fused group)
+                op, args = getattr(value.op, "name_hint", str(value.op)), list(value.args)
+            attrs = _call_attrs(value)
+        elif isinstance(value, relax.Var):
+            op, args, attrs = "alias", [value], {}
+        elif isinstance(value, relax.Tuple):
+            op, args, attrs = "tuple", list(value.fields), {}
+        elif type(value).__name__ in ("GenericConst", "Constant"):
+            op, args, attrs = "constant", [value], {}
+        else:
+            raise ValueError(f"unsupported binding {bname}: {type(value).__name__}")
+        inputs = [t for a in args for t in tensor_of(a)]
+        in_shapes = [tensors[t].shape for t in inputs]
+        ty = var.ty
+        if op == "tuple":
+            outputs: list[str] = []
+            var_name[var] = tuple(inputs)
+        elif isinstance(ty, relax.TupleType):
+            outputs = []
+            for i, field_ty in enumerate(ty.fields):
+                shape, dtype = _shape_dtype(field_ty)
+                tname = f"{bname}.{i}"
+                tensors[tname] = Tensor(tname, shape, dtype, _nbytes(shape, dtype), "activation")
+                outputs.append(tname)
+            var_name[var] = bname
+            node_of_tuple[bname] = len(nodes)
+        else:
+            shape, dtype = _shape_dtype(ty)
+            view_of = None
+            if op in VIEW_OPS and inputs:
+                view_of = inputs[0]
+            elif op == "constant":
+                view_of = inputs[0]
+            nbytes = 0 if view_of is not None else _nbytes(shape, dtype)
+            tensors[bname] = Tensor(bname, shape, dtype, nbytes, "activation", view_of)
+            outputs = [bname]
+            var_name[var] = bname
+        attrs = _normalise_attrs(op, attrs, in_shapes)
+        out_shapes = [tensors[t].shape for t in outputs]
+        nodes.append(Node(bname, op, tuple(inputs), tuple(outputs), attrs,
+                          node_flops(op, attrs, in_shapes, out_shapes), (bname,)))
+
+    returned = tensor_of(func.body.body)
+    graph_outputs = tuple(dict.fromkeys(returned))
+    for t in graph_outputs:
+        if tensors[t].kind == "activation":
+            tensors[t] = Tensor(t, tensors[t].shape, tensors[t].dtype, tensors[t].nbytes, "output", tensors[t].view_of)
+    return OpGraph(tuple(nodes), tensors, graph_inputs, graph_outputs, name=name)

@@ -70,3 +70,64 @@ def activation_peak(graph: OpGraph, order: Sequence[str] | None = None) -> int:
     """Peak activation bytes of `order` (default: the import order)."""
     profile = memory_profile(graph, graph.import_order if order is None else order)
     return max(profile, default=0)
+
+
+# --- the storage TVM really plans (TVM at the edge) ---
+
+
+_MEMORY_PLAN_STEP = 7  # index of the memory-planning pass in lowering_passes()
+
+
+def lowering_passes(memory_planner=None) -> list:
+    """tvm.compile's default CPU Relax pipeline, with the memory-planning pass replaceable.
+
+    `memory_planner` None keeps TVM's StaticPlanBlockMemory; another pass takes its place.
+    """
+    from tvm.relax import backend, transform
+
+    return [
+        backend.DispatchSampling(),
+        backend.DispatchSortScan(),
+        transform.LegalizeOps(),
+        transform.RewriteDataflowReshape(),
+        transform.ToNonDataflow(),
+        transform.RemovePurityChecking(),
+        transform.CallTIRRewrite(),
+        memory_planner if memory_planner is not None else transform.StaticPlanBlockMemory(),
+        transform.RewriteCUDAGraph(),
+        transform.LowerAllocTensor(),
+        transform.KillAfterLastUse(),
+        transform.LowerRuntimeBuiltin(),
+        transform.ComputePrimValue(),
+        transform.VMShapeLower(),
+        transform.AttachGlobalSymbol(),
+    ]
+
+
+def lower_until_memory_plan(mod, target="llvm", memory_planner=None):
+    """The module as lowered by tvm.compile up to and including memory planning."""
+    import tvm
+
+    prefix = lowering_passes(memory_planner)[:_MEMORY_PLAN_STEP + 1]
+    with tvm.target.Target(target) if isinstance(target, (str, dict)) else target:
+        return tvm.transform.Sequential(prefix)(mod)
+
+
+def planned_storage_bytes(lowered_mod) -> int:
+    """Sum of the relax.memory.alloc_storage sizes in main (the function's result is allocated apart)."""
+    from tvm import relax
+
+    total = 0
+
+    def visit(expr):
+        nonlocal total
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.memory.alloc_storage":
+            total += int(expr.args[0].values[0])
+
+    relax.analysis.post_order_visit(lowered_mod["main"].body, visit)
+    return total
+
+
+def tvm_planned_bytes(mod, target="llvm", memory_planner=None) -> int:
+    """Storage TVM plans for `mod`'s current binding order (StaticPlanBlockMemory unless replaced)."""
+    return planned_storage_bytes(lower_until_memory_plan(mod, target, memory_planner))

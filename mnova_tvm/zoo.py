@@ -477,9 +477,11 @@ def count_params(model: onnx.ModelProto) -> int:
     return sum(int(np.prod(t.dims)) for t in model.graph.initializer if not t.name.endswith(_NOT_PARAMS))
 
 
-def export(name: str, path, input_size: int | None = None, seed: int = 0) -> None:
+def export(name: str, path, input_size: int | None = None, seed: int = 0) -> onnx.ModelProto:
+    """Write model `name` to `path` atomically; returns the model written."""
     from .commands._io import atomic_path
 
     model = build(name, input_size, seed)
     with atomic_path(path) as tmp:
         onnx.save(model, str(tmp))
+    return model

@@ -1,0 +1,63 @@
+"""The model zoo: 11 architectures, published parameter counts, determinism, CLI."""
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from mnova_tvm import zoo
+from mnova_tvm.cli import main
+from mnova_tvm.errors import MnovaError
+
+NAMES = ["alexnet", "vgg16", "resnet18", "resnet50", "mobilenet_v2", "squeezenet1_1", "googlenet",
+         "inception_v3", "densenet121", "efficientnet_b0", "randwire_ws"]
+
+
+def test_eleven_models():
+    assert list(zoo.MODELS) == NAMES
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_count_matches_published(name):
+    info = zoo.MODELS[name]
+    count = zoo.count_params(zoo.build(name))
+    assert abs(count - info.published_params) <= 0.02 * info.published_params, (count, info.published_params)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_small_model_is_valid_and_finite(name):
+    info = zoo.MODELS[name]
+    model = zoo.build(name, info.test_input_size)
+    onnx.checker.check_model(model)
+    x = np.random.default_rng(0).standard_normal((1, 3, info.test_input_size, info.test_input_size)).astype(np.float32)
+    (y,) = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})
+    assert y.shape == (1, 1000)
+    assert np.isfinite(y).all() and 0.01 < np.abs(y).max() < 100
+
+
+def test_seeded_weights():
+    a, b, c = zoo.build("resnet18", 32, seed=0), zoo.build("resnet18", 32, seed=0), zoo.build("resnet18", 32, seed=1)
+    assert a.SerializeToString() == b.SerializeToString()
+    wa = onnx.numpy_helper.to_array(a.graph.initializer[0])
+    wc = onnx.numpy_helper.to_array(c.graph.initializer[0])
+    assert wa.shape == wc.shape and not np.array_equal(wa, wc)
+
+
+def test_bad_names_and_sizes():
+    with pytest.raises(MnovaError, match="unknown zoo model"):
+        zoo.build("resnet19")
+    with pytest.raises(MnovaError, match="at least"):
+        zoo.build("inception_v3", 32)
+
+
+def test_cli_list_and_export(tmp_path, capsys):
+    assert main(["zoo", "list"]) == 0
+    listing = capsys.readouterr().out
+    assert all(name in listing for name in NAMES)
+    out = tmp_path / "m.onnx"
+    assert main(["zoo", "export", "squeezenet1_1", "-o", str(out), "--input-size", "64"]) == 0
+    model = onnx.load(str(out))
+    assert [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim] == [1, 3, 64, 64]
+    assert main(["zoo", "export", "nope", "-o", str(tmp_path / "x.onnx")]) == 2
+    assert not (tmp_path / "x.onnx").exists()
+    assert "unknown zoo model" in capsys.readouterr().err
