@@ -1,0 +1,217 @@
+"""Relax passes: apply an operator order, search one (BTSearch), and plan memory in one arena.
+
+Each is a module pass that composes in `tvm.transform.Sequential`. ApplyOrder and BTSearchOrder
+work on main's dataflow block, before or after FuseOps/FuseTIR (when fusion is used, apply the
+order after it: each fused group is placed where its last member was). ArenaPlanMemory replaces
+StaticPlanBlockMemory in the lowering pipeline: TVM's planner is greedy reuse-or-grow and can
+allocate well above the liveness peak of the order it is given; ours places every intermediate
+at an offset in one arena from the known lifetimes (greedy by size, like TFLite's arena planner).
+"""
+
+from __future__ import annotations
+
+import re
+
+import tvm
+import tvm_ffi
+from tvm import relax
+
+from .btsearch import btsearch
+from .errors import MnovaError
+from .graph import binding_names, dataflow_bindings, from_relax
+from .memory import lowering_passes, planned_storage_bytes
+
+ARENA_ALIGNMENT = 64
+
+# A MnovaError raised inside a pass reaches the caller as itself, not as a generic FFI error.
+tvm_ffi.register_error(MnovaError)
+
+def reorder_main(mod: tvm.IRModule, order) -> tvm.IRModule:
+    """`mod` with main's dataflow bindings emitted node by node in `order` (OpGraph node names)."""
+    graph = from_relax(mod)
+    why = graph.topological_violation(order)
+    if why is not None:
+        raise MnovaError(f"ApplyOrder: the order is invalid: {why}")
+    func = mod["main"]
+    bindings = dict(zip(binding_names(func), dataflow_bindings(func)))
+    new_bindings = [bindings[b] for name in order for b in graph.node_by_name[name].bindings]
+    if len(new_bindings) != len(bindings):
+        raise MnovaError("ApplyOrder: some bindings of main belong to no operator node")
+    block = relax.DataflowBlock(new_bindings)
+    body = relax.SeqExpr([block], func.body.body)
+    new_func = relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
+    new_mod = tvm.IRModule(dict(mod.functions.items()), attrs=mod.attrs)
+    new_mod["main"] = new_func
+    return relax.transform.Normalize()(new_mod)
+
+
+def ApplyOrder(order) -> tvm.transform.Pass:  # noqa: N802 (TVM pass naming)
+    """Emit main's operators in `order` (a topological permutation of the OpGraph node names)."""
+    order = tuple(order)
+
+    @tvm.transform.module_pass(opt_level=0, name="mnova.ApplyOrder")
+    def apply(mod, _ctx):
+        return reorder_main(mod, order)
+
+    return apply
+
+
+def BTSearchOrder(time_budget: float | None = None) -> tvm.transform.Pass:  # noqa: N802
+    """Reorder main's operators to the minimum-activation-peak order found by BTSearch."""
+    if time_budget is not None and time_budget <= 0:
+        raise MnovaError(f"time budget must be positive, got {time_budget}")
+
+    @tvm.transform.module_pass(opt_level=0, name="mnova.BTSearchOrder")
+    def apply(mod, _ctx):
+        result = btsearch(from_relax(mod), time_budget)
+        return reorder_main(mod, result.order)
+
+    return apply
+
+
+# --- arena memory planning ---
+
+
+def _alloc_lifetimes(func) -> tuple[dict, list[int], set]:
+    """For each builtin.alloc_tensor var: (first, last) binding index of it and its aliases.
+
+    Aliases are plain var bindings, tuples, TupleGetItem and reshape views. Allocations that
+    reach the function's return value are returned apart: they must outlive the function.
+    """
+    roots: dict = {}  # var -> set of alloc vars it may alias
+    life: dict = {}
+    bindings = [b for block in func.body.blocks for b in block.bindings]
+
+    def referenced(expr) -> set:
+        found = set()
+
+        def visit(e):
+            if isinstance(e, relax.Var) and e in roots:
+                found.update(roots[e])
+
+        relax.analysis.post_order_visit(expr, visit)
+        return found
+
+    for i, binding in enumerate(bindings):
+        value = binding.value
+        if isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.builtin.alloc_tensor":
+            roots[binding.var] = {binding.var}
+            life[binding.var] = [i, i]
+            continue
+        used = referenced(value)
+        for r in used:
+            life[r][1] = i
+        is_view = isinstance(value, (relax.Var, relax.Tuple, relax.TupleGetItem)) or (
+            isinstance(value, relax.Call) and getattr(value.op, "name", "") == "relax.reshape")
+        if is_view and used:
+            roots[binding.var] = used
+    escaping = referenced(func.body.body)
+    return life, bindings, escaping
+
+
+def _place(sizes: dict, life: dict) -> tuple[dict, int]:
+    """Greedy by size: each tensor at the lowest aligned offset free during its whole lifetime."""
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    offsets = {}
+    for var in sorted(sizes, key=lambda v: (-sizes[v], life[v][0])):
+        first, last = life[var]
+        size = sizes[var]
+        clashes = sorted((o, e) for o, e, f, l in placed if f <= last and first <= l)
+        offset = 0
+        for o, e in clashes:
+            if offset + size <= o:
+                break
+            offset = max(offset, -(-e // ARENA_ALIGNMENT) * ARENA_ALIGNMENT)
+        offsets[var] = offset
+        placed.append((offset, offset + size, first, last))
+    return offsets, max((e for _, e, _, _ in placed), default=0)
+
+
+_BUFFER_PARAM = re.compile(r'T\.Buffer\((\(.*?\)), ("\w+")\)')
+
+
+def accept_offsets(func: tvm.tirx.PrimFunc) -> tvm.tirx.PrimFunc:
+    """The same kernel with parameter buffers that may start at any offset of their storage.
+
+    Kernels from LegalizeOps declare elem_offset 0, so the generated code rejects a tensor at a
+    non-zero byte_offset; redeclaring the parameters with offset_factor=1 binds the offset instead.
+    """
+    text = func.script()
+    start = text.index("def main(")
+    end = text.index("):\n", start)
+    signature = _BUFFER_PARAM.sub(r"T.Buffer(\1, \2, offset_factor=1)", text[start:end])
+    return tvm.script.from_source(text[:start] + signature + text[end:])
+
+
+def _static_bytes(call) -> int | None:
+    shape = call.args[0]
+    if not isinstance(shape, relax.ShapeExpr) or not all(hasattr(v, "value") for v in shape.values):
+        return None
+    count = 1
+    for v in shape.values:
+        count *= int(v.value)
+    dtype = call.args[1].value if hasattr(call.args[1], "value") else str(call.args[1])
+    return count * tvm.DataType(str(dtype)).bits // 8
+
+
+def _arena_plan_function(func):
+    life, bindings, escaping = _alloc_lifetimes(func)
+    calls = {b.var: b.value for b in bindings if b.var in life}
+    sizes = {}
+    for var, call in calls.items():
+        nbytes = _static_bytes(call)
+        if nbytes is not None and var not in escaping:
+            sizes[var] = nbytes
+    if not sizes:
+        return func
+    offsets, arena_bytes = _place(sizes, life)
+    arena = relax.Var("arena", relax.ObjectType())
+    new_bindings = [relax.VarBinding(arena, relax.op.memory.alloc_storage(
+        relax.ShapeExpr([arena_bytes]), 0, "global", "uint8"))]
+    for binding in bindings:
+        if binding.var in offsets:
+            call = binding.value
+            tensor = relax.op.memory.alloc_tensor(arena, offsets[binding.var], call.args[0], call.args[1])
+            new_bindings.append(relax.VarBinding(binding.var, tensor))
+        else:
+            new_bindings.append(binding)
+    body = relax.SeqExpr([relax.BindingBlock(new_bindings)], func.body.body)
+    return relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
+
+
+@tvm.transform.module_pass(opt_level=0, name="mnova.ArenaPlanMemory")
+def ArenaPlanMemory(mod, _ctx):  # noqa: N802
+    """Plan every static intermediate of main into one arena (replaces StaticPlanBlockMemory)."""
+    functions = {gv: accept_offsets(f) if isinstance(f, tvm.tirx.PrimFunc) else f
+                 for gv, f in mod.functions.items()}
+    new_mod = tvm.IRModule(functions, attrs=mod.attrs)
+    new_mod["main"] = _arena_plan_function(mod["main"])
+    return new_mod
+
+
+def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False) -> tvm.transform.Pass:
+    """A relax pipeline for tvm.compile: optional fusion, then the order, then our memory plan.
+
+    plan_memory "arena" uses ArenaPlanMemory, "tvm" TVM's StaticPlanBlockMemory. `order` may be a
+    sequence of node names, "btsearch", or None (keep the module's order).
+    """
+    if plan_memory not in ("arena", "tvm"):
+        raise MnovaError(f"plan_memory must be 'arena' or 'tvm', got {plan_memory!r}")
+    passes = []
+    if fuse:
+        passes += [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+                   relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    if order == "btsearch":
+        passes.append(BTSearchOrder())
+    elif order is not None:
+        passes.append(ApplyOrder(order))
+    passes += lowering_passes(ArenaPlanMemory if plan_memory == "arena" else None)
+    return tvm.transform.Sequential(passes, name="mnova.lowering")
+
+
+def planned_bytes(mod, target="llvm", plan_memory: str = "arena") -> int:
+    """Bytes of storage planned for `mod`'s current order by our arena planner or by TVM's."""
+    from .memory import lower_until_memory_plan
+
+    planner = ArenaPlanMemory if plan_memory == "arena" else None
+    return planned_storage_bytes(lower_until_memory_plan(mod, target, planner))
