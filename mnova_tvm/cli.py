@@ -16,6 +16,8 @@ from .errors import MnovaError
 COMMAND_MODULES = [
     "zoo",
     "inspect",
+    "schedule",
+    "bench",
 ]
 
 
