@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "inspect",
     "schedule",
     "bench",
+    "compile",
 ]
 
 
