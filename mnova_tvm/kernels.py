@@ -1,0 +1,224 @@
+"""Default CPU schedules for untuned Relax models.
+
+TVM 0.27 legalizes conv2d/matmul/pooling into plain loop nests and, on CPU, schedules none of
+them (DLight only has GEMV and reduction rules), so an untuned model runs its convolutions at
+scalar speed.  This module gives every PrimFunc a deterministic schedule without search:
+
+* a reduction block (conv2d of any group count, matmul/dense, pooling, mean) gets a register
+  tile: the innermost output axis is vectorised by the target's vector width, a second output
+  axis (usually the output channel) is unrolled, the accumulators live in a local cache that LLVM
+  keeps in registers, and the outer output loops are fused and run in parallel;
+* an injective block (pad, bias add, activation, transpose) is flattened, vectorised and
+  parallelised.
+
+Use ``relax_pipeline(target)`` with ``tvm.compile(mod, target, relax_pipeline=...)`` or insert
+``default_schedule_pass(target)`` after FuseTIR in a pipeline of your own.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax, s_tir, tirx
+from tvm.s_tir.dlight.analysis import get_root_block
+from tvm.target import Target, codegen
+
+_DATA_PAR = 0
+_COMM_REDUCE = 2
+# Accumulator vectors kept in registers per micro-kernel (AVX2 and NEON have 16 and 32).
+_MAX_ACC_VECTORS = 12
+# Below this many output elements a parallel loop costs more than it saves.
+_MIN_PARALLEL_ELEMENTS = 4096
+
+
+def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
+    """Lanes of one SIMD register for ``dtype_bits`` values: AVX-512, AVX2, SSE or NEON."""
+    target = Target(target) if not isinstance(target, Target) else target
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple.startswith(("aarch64", "arm", "thumb")):
+        bits = 128
+    elif codegen.target_has_features("avx512f", target):
+        bits = 512
+    elif codegen.target_has_features("avx2", target):
+        bits = 256
+    else:
+        bits = 128
+    return max(1, bits // dtype_bits)
+
+
+def num_cores(target: Target) -> int:
+    """The target's "num-cores" (1 when it is not given)."""
+    return int(target.attrs.get("num-cores", 1) or 1)
+
+
+def _largest_divisor(n: int, limit: int) -> int:
+    return max(d for d in range(1, min(n, limit) + 1) if n % d == 0)
+
+
+def _plain_loops(sch: s_tir.Schedule, block) -> tuple[list, list[int], list[int]] | None:
+    """The block's loops, extents and iter kinds if each loop binds exactly one iter var in order."""
+    stmt = sch.get(block)
+    loops = sch.get_loops(block)
+    if len(loops) != len(stmt.iter_vars):
+        return None
+    extents, kinds = [], []
+    for loop, iv in zip(loops, stmt.iter_vars):
+        extent = sch.get(loop).extent
+        if not isinstance(extent, tirx.IntImm) or not isinstance(iv.dom.extent, tirx.IntImm):
+            return None
+        if int(extent) != int(iv.dom.extent):
+            return None
+        if iv.iter_type not in (_DATA_PAR, _COMM_REDUCE):
+            return None
+        extents.append(int(extent))
+        kinds.append(int(iv.iter_type))
+    return loops, extents, kinds
+
+
+def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None:
+    """Register-tile a spatial x reduction block: S-outer (parallel), R, S-reg (unrolled), S-vec."""
+    spatial = [i for i, k in enumerate(kinds) if k == _DATA_PAR]
+    reduce = [i for i, k in enumerate(kinds) if k == _COMM_REDUCE]
+    if not spatial or not reduce or max(spatial) > min(reduce):
+        return
+    vec_axis = spatial[-1]
+    vec_tile = _largest_divisor(extents[vec_axis], lanes)
+    vec_regs = -(-vec_tile // lanes)
+    others = [i for i in spatial[:-1] if extents[i] > 1]
+    reg_axis = max(others, key=lambda i: extents[i]) if others else None
+    reg_tile = (
+        _largest_divisor(extents[reg_axis], max(1, _MAX_ACC_VECTORS // vec_regs))
+        if reg_axis is not None
+        else 1
+    )
+    outer, inner = [], []
+    for i in spatial:
+        if i == vec_axis:
+            vo, vi = sch.split(loops[i], [None, vec_tile])
+            outer.append(vo)
+            vec_inner = vi
+        elif i == reg_axis:
+            ro, ri = sch.split(loops[i], [None, reg_tile])
+            outer.append(ro)
+            inner.append(ri)
+        else:
+            outer.append(loops[i])
+    reduce_loops = [loops[i] for i in reduce]
+    sch.reorder(*outer, *reduce_loops, *inner, vec_inner)
+    fused = sch.fuse(*outer)
+    out_elements = 1
+    for i in spatial:
+        out_elements *= extents[i]
+    # The update loops are annotated before decompose_reduction: once split from its init, the
+    # update block is no longer a complete reduction block and parallel/vectorize reject it.
+    if cores > 1 and out_elements >= _MIN_PARALLEL_ELEMENTS:
+        sch.parallel(fused)
+    for loop in inner:
+        sch.unroll(loop)
+    sch.vectorize(vec_inner)
+    writeback = sch.cache_write(block, 0, "local")
+    sch.reverse_compute_at(writeback, fused)
+    init = sch.decompose_reduction(block, reduce_loops[0])
+    for tile_block in (init, writeback):
+        tile_loops = sch.get_loops(tile_block)[1:]
+        for loop in tile_loops[:-1]:
+            sch.unroll(loop)
+        sch.vectorize(tile_loops[-1])
+
+
+def _schedule_injective(sch, block, loops, extents, lanes, cores) -> None:
+    """Flatten an elementwise/injective block, vectorise the inner lanes, parallelise the rest."""
+    total = 1
+    for e in extents:
+        total *= e
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    if total % lanes == 0 and total > lanes:
+        outer, inner = sch.split(fused, [None, lanes])
+        sch.vectorize(inner)
+    else:
+        outer = fused
+    if cores > 1 and total >= _MIN_PARALLEL_ELEMENTS:
+        sch.parallel(outer)
+
+
+def schedule_prim_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | None:
+    """A scheduled copy of ``func``, or None when no block matched a rule.
+
+    Each block is scheduled on its own; a block whose schedule a primitive rejects is left as it
+    was (every primitive checks before it changes anything), so the result is always valid.
+    """
+    sch = s_tir.Schedule(func)
+    lanes = vector_lanes(target)
+    cores = num_cores(target)
+    changed = False
+    for block in sch.get_child_blocks(get_root_block(sch)):
+        plain = _plain_loops(sch, block)
+        if plain is None:
+            continue
+        loops, extents, kinds = plain
+        trial = sch.copy()
+        try:
+            if _COMM_REDUCE in kinds:
+                _schedule_reduction(trial, block, loops, extents, kinds, lanes, cores)
+            else:
+                _schedule_injective(trial, block, loops, extents, lanes, cores)
+        except s_tir.ScheduleError:
+            continue
+        sch = trial
+        changed = True
+    if not changed:
+        return None
+    return sch.mod["main"].with_attr("tirx.is_scheduled", True)
+
+
+def default_schedule_pass(target: Target) -> tvm.transform.Pass:
+    """Module pass giving every unscheduled PrimFunc the default CPU schedule for ``target``."""
+    target = Target(target) if not isinstance(target, Target) else target
+
+    @tvm.transform.module_pass(opt_level=0, name="MnovaDefaultCPUSchedule")
+    def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc):
+                continue
+            if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)) == 1:
+                continue
+            scheduled = schedule_prim_func(func, target)
+            if scheduled is not None:
+                updates[gvar] = scheduled
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return _pass
+
+
+def relax_pipeline(
+    target: Target, plan_memory_pass: tvm.transform.Pass | None = None
+) -> tvm.transform.Pass:
+    """TVM's CPU pipeline with operator fusion and the default schedules.
+
+    ``plan_memory_pass`` replaces StaticPlanBlockMemory (for example an arena planner); the
+    result is a pass for ``tvm.compile(mod, target, relax_pipeline=...)``.
+    """
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    target = Target(target) if not isinstance(target, Target) else target
+    finalize = cpu_generic.finalize_passes(target)
+    if plan_memory_pass is not None:
+        finalize = [
+            plan_memory_pass if p.info.name == "StaticPlanBlockMemory" else p for p in finalize
+        ]
+    passes = (
+        cpu_generic.library_dispatch_passes(target)
+        + cpu_generic.legalize_passes(target)
+        + [default_schedule_pass(target)]
+        + cpu_generic.dataflow_lower_passes(target)
+        + finalize
+    )
+
+    @tvm.transform.module_pass(opt_level=0, name="MnovaCPUPipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return _pipeline
