@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "schedule",
     "bench",
     "compile",
+    "cluster",
 ]
 
 
