@@ -1,0 +1,119 @@
+"""Default CPU schedules: same outputs as the unscheduled build, schedules really applied, ARM links."""
+
+import numpy as np
+import pytest
+import tvm
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
+from tvm.support import cc
+
+from mnova_tvm import frontend, kernels, zoo
+
+HOST = tvm.target.Target({"kind": "llvm", "num-cores": 2})
+AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4}
+ARMV7 = {"kind": "llvm", "mtriple": "armv7a-linux-gnueabihf", "mcpu": "cortex-a7", "mattr": ["+neon"],
+         "mfloat-abi": "hard", "num-cores": 4}  # hard float: gnueabihf gcc rejects soft-float objects
+
+
+def _model(nodes, x_shape, y_shape, weights):
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s).astype("float32"), n) for n, s in weights.items()]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, y_shape)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _conv(c, f, hw, k, stride=1, groups=1, relu=True):
+    out = (hw + 2 * (k // 2) - k) // stride + 1
+    nodes = [helper.make_node("Conv", ["x", "W", "B"], ["c" if relu else "y"], pads=[k // 2] * 4,
+                              strides=[stride, stride], group=groups)]
+    if relu:
+        nodes.append(helper.make_node("Relu", ["c"], ["y"]))
+    return _model(nodes, [1, c, hw, hw], [1, f, out, out], {"W": (f, c // groups, k, k), "B": (f,)})
+
+
+CASES = {
+    "conv3x3": _conv(8, 16, 10, 3),
+    "conv3x3_stride2": _conv(8, 12, 9, 3, stride=2),
+    "conv1x1": _conv(16, 24, 7, 1, relu=False),
+    "depthwise": _conv(16, 16, 12, 3, groups=16),
+    "grouped": _conv(8, 12, 6, 3, groups=4),
+    "gemm": _model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], [1, 40], [1, 24],
+                   {"W": (24, 40), "B": (24,)}),
+    "matmul": _model([helper.make_node("MatMul", ["x", "W"], ["y"])], [6, 20], [6, 16], {"W": (20, 16)}),
+    "maxpool": _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])],
+                      [1, 8, 11, 11], [1, 8, 5, 5], {}),
+    "avgpool": _model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
+                      [1, 8, 8, 8], [1, 8, 4, 4], {}),
+    "global_avgpool": _model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], [1, 24, 7, 7],
+                             [1, 24, 1, 1], {}),
+}
+
+
+def _run(mod, pipeline, x):
+    exe = tvm.compile(mod, HOST) if pipeline is None else tvm.compile(mod, HOST, relax_pipeline=pipeline)
+    out = relax.VirtualMachine(exe, tvm.cpu())["main"](tvm.runtime.tensor(x))
+    return (out[0] if isinstance(out, tvm.ir.Array) else out).numpy()
+
+
+def _check_equal(mod, x):
+    expected = _run(mod, None, x)
+    got = _run(mod, kernels.relax_pipeline(HOST), x)
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_operator_matches_unscheduled_build(name):
+    mod = frontend.import_onnx(CASES[name])
+    (_, shape, _), = frontend.input_specs(mod)
+    _check_equal(mod, np.random.default_rng(1).standard_normal(shape).astype("float32"))
+
+
+@pytest.mark.parametrize("name", ["conv3x3", "depthwise", "gemm", "maxpool"])
+def test_reduction_gets_register_tile(name):
+    mod = frontend.import_onnx(CASES[name])
+    with HOST:
+        mod = tvm.transform.Sequential(
+            [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+             relax.transform.FuseOps(), relax.transform.FuseTIR(), kernels.default_schedule_pass(HOST)]
+        )(mod)
+    funcs = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    scheduled = [f for f in funcs if int(f.attrs.get("tirx.is_scheduled", 0)) == 1]
+    assert scheduled, "no PrimFunc was scheduled"
+    text = "\n".join(f.script() for f in scheduled)
+    assert "T.vectorized" in text and 'scope="local"' in text
+
+
+def test_vector_lanes_follow_the_target():
+    assert kernels.vector_lanes(tvm.target.Target(AARCH64)) == 4
+    assert kernels.vector_lanes(tvm.target.Target(ARMV7)) == 4
+    assert kernels.vector_lanes(tvm.target.Target({"kind": "llvm", "mcpu": "haswell"})) == 8
+    assert kernels.vector_lanes(tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"})) == 16
+    assert kernels.num_cores(tvm.target.Target(AARCH64)) == 4
+
+
+def test_small_cnn_matches_unscheduled_build():
+    info = zoo.MODELS["squeezenet1_1"]
+    mod = frontend.import_onnx(zoo.build("squeezenet1_1", input_size=info.test_input_size, seed=0))
+    (_, shape, _), = frontend.input_specs(mod)
+    _check_equal(mod, np.random.default_rng(2).standard_normal(shape).astype("float32"))
+
+
+@pytest.mark.parametrize("target, compiler, machine", [
+    (AARCH64, "aarch64-linux-gnu-gcc", 183),  # EM_AARCH64
+    (ARMV7, "arm-linux-gnueabihf-gcc", 40),  # EM_ARM
+])
+def test_arm_build_links(tmp_path, target, compiler, machine):
+    target = tvm.target.Target(target)
+    mod = frontend.import_onnx(CASES["conv3x3"])
+    exe = tvm.compile(mod, target, relax_pipeline=kernels.relax_pipeline(target))
+    path = tmp_path / "m.so"
+    exe.export_library(str(path), fcompile=cc.cross_compiler(compiler))
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF"
+    assert int.from_bytes(header[18:20], "little") == machine
