@@ -41,6 +41,7 @@ CASES = {
     "conv3x3": _conv(8, 16, 10, 3),
     "conv3x3_stride2": _conv(8, 12, 9, 3, stride=2),
     "conv1x1": _conv(16, 24, 7, 1, relu=False),
+    "conv_width13": _conv(8, 16, 13, 3),  # 13 fills no vector: output channels are vectorised
     "depthwise": _conv(16, 16, 12, 3, groups=16),
     "grouped": _conv(8, 12, 6, 3, groups=4),
     "gemm": _model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], [1, 40], [1, 24],
