@@ -1,0 +1,438 @@
+"""Plans and slicing rules: which part of every tensor each device computes and needs.
+
+A Plan gives each operator a dimension (none / height / channel) and whole output rows or
+channels per device. From it follow, with one set of rules used by the runtime, the cost model
+and the memory check alike:
+- segments: consecutive operators with the same partition that a device runs as one compiled
+  function, so data crosses the network only where the partition changes. A height segment
+  starts with at most one windowed operator (conv, pooling: its input rows carry the halo) and
+  continues with row-local operators; a channel segment starts with any channel-splittable
+  operator (a dense conv reads the whole input and a slice of the weights) and continues with
+  channel-local ones (depthwise conv, pooling, batch norm, element-wise); a `none` segment is a
+  run of operators on one device.
+- regions: the rows or channels of every input and output each device reads and writes;
+- per-device memory (weights of its slices + the largest activation footprint of its segments)
+  and traffic (bytes to and from the coordinator per segment).
+The graph must have its weight-only operators folded into constants (transform FoldConstant).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from .errors import MnovaError
+from .graph import Node, OpGraph
+
+DIMS = ("none", "height", "channel")
+AXIS = {"height": 2, "channel": 1}
+WINDOWED = {"relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d"}
+POINTWISE_UNARY = {"relax.nn.relu", "relax.sigmoid", "relax.clip", "relax.nn.silu", "relax.tanh", "relax.exp",
+                   "relax.nn.gelu", "relax.nn.leakyrelu", "relax.negative", "relax.sqrt"}
+BINARY = {"relax.add", "relax.multiply", "relax.subtract", "relax.divide", "relax.maximum", "relax.minimum"}
+
+
+# --- what each operator allows ---
+
+
+def _out_shape(graph: OpGraph, node: Node) -> tuple[int, ...]:
+    return graph.tensors[node.outputs[0]].shape if node.outputs else ()
+
+
+def _activation_inputs(graph: OpGraph, node: Node) -> list[str]:
+    return [t for t in node.inputs if graph.tensors[graph.base_of(t)].kind != "weight"]
+
+
+def _role(graph: OpGraph, node: Node) -> dict[str, str]:
+    """For each splittable dim: 'window' / 'whole-input' (may only start a segment) or 'local'."""
+    op, out = node.op, _out_shape(graph, node)
+    acts = _activation_inputs(graph, node)
+    if len(node.outputs) != 1 and op != "relax.nn.batch_norm" or not acts:
+        return {}
+    rank4 = len(out) == 4
+    if op == "relax.nn.conv2d":
+        groups, cin = node.attrs.get("groups", 1), graph.tensors[node.inputs[0]].shape[1]
+        if node.attrs.get("layout", "NCHW") != "NCHW" or len(node.inputs) != 2 or node.inputs[1] in acts:
+            return {}
+        channel = "whole-input" if groups == 1 else ("local" if groups == cin == out[1] else None)
+        return {k: v for k, v in (("height", "window"), ("channel", channel)) if v}
+    if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
+        return {"height": "window", "channel": "local"} if node.attrs.get("layout", "NCHW") == "NCHW" else {}
+    if op == "relax.nn.batch_norm":
+        return {"height": "local", "channel": "local"} if rank4 and node.attrs.get("axis", 1) == 1 else {}
+    if op == "relax.mean" and rank4 and tuple(node.attrs.get("axis", ())) == (2, 3):
+        return {"channel": "local"}
+    if op == "relax.matmul" and len(out) == 2 and len(acts) == 1 and node.inputs[0] == acts[0] \
+            and len(graph.tensors[node.inputs[1]].shape) == 2:
+        return {"channel": "whole-input"}
+    if op in POINTWISE_UNARY or op in BINARY:
+        shapes = [graph.tensors[t].shape for t in acts]
+        if any(len(s) != len(out) for s in shapes):
+            return {}
+        roles = {}
+        if rank4 and all(s[2] in (1, out[2]) for s in shapes):
+            roles["height"] = "local"
+        if len(out) in (2, 4) and all(s[1] in (1, out[1]) for s in shapes):
+            roles["channel"] = "local"
+        return roles
+    if op == "relax.concat" and rank4 and node.attrs.get("axis") == 1:
+        return {"height": "local"}
+    return {}
+
+
+def allowed_dims(graph: OpGraph, node: Node) -> tuple[str, ...]:
+    return ("none", *_role(graph, node))
+
+
+# --- plans ---
+
+
+@dataclass(frozen=True)
+class OpPartition:
+    dim: str
+    shares: tuple[int, ...]  # output rows (height), channels (channel), or 1 on the owner (none)
+
+    @property
+    def owner(self) -> int:
+        return int(np.argmax(self.shares))
+
+
+@dataclass(frozen=True)
+class Plan:
+    devices: tuple[str, ...]
+    order: tuple[str, ...]
+    ops: Mapping[str, OpPartition] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not isinstance(self.ops, MappingProxyType):
+            object.__setattr__(self, "ops", MappingProxyType(dict(self.ops)))
+
+    def to_json(self, graph: OpGraph) -> dict:
+        return {"devices": list(self.devices), "operators": [
+            {"name": name, "op": graph.node_by_name[name].op.removeprefix("relax."),
+             "dim": self.ops[name].dim, "shares": list(self.ops[name].shares)} for name in self.order]}
+
+    def save(self, path, graph: OpGraph) -> None:
+        from .commands._io import write_json
+
+        write_json(path, self.to_json(graph))
+
+    @classmethod
+    def from_json(cls, data: dict, graph: OpGraph) -> "Plan":
+        try:
+            devices = tuple(data["devices"])
+            ops = {o["name"]: OpPartition(o["dim"], tuple(int(s) for s in o["shares"])) for o in data["operators"]}
+            order = tuple(o["name"] for o in data["operators"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise MnovaError(f"plan JSON is malformed ({err}): it needs devices and operators[name, dim, shares]") from None
+        plan = cls(devices, order, ops)
+        validate_plan(graph, plan)
+        return plan
+
+    @classmethod
+    def load(cls, path, graph: OpGraph) -> "Plan":
+        try:
+            data = json.loads(open(path).read())
+        except FileNotFoundError:
+            raise MnovaError(f"plan file {path} does not exist") from None
+        except json.JSONDecodeError as err:
+            raise MnovaError(f"plan file {path} is not valid JSON ({err.msg})") from None
+        return cls.from_json(data, graph)
+
+
+def split_size(graph: OpGraph, name: str, dim: str) -> int:
+    """How many rows (height) or channels (channel) the output of `name` has."""
+    return _out_shape(graph, graph.node_by_name[name])[AXIS[dim]] if dim != "none" else 1
+
+
+def quantise(total: int, proportions: Sequence[float]) -> tuple[int, ...]:
+    """Whole units per device in proportion (largest remainder); sums to `total`."""
+    p = np.clip(np.asarray(proportions, dtype=float), 0, None)
+    p = p / p.sum() if p.sum() > 0 else np.full(len(p), 1 / len(p))
+    raw = p * total
+    units = np.floor(raw).astype(int)
+    for i in np.argsort(-(raw - units), kind="stable")[: total - units.sum()]:
+        units[i] += 1
+    return tuple(int(u) for u in units)
+
+
+def partition_op(graph: OpGraph, name: str, dim: str, proportions: Sequence[float]) -> OpPartition:
+    if dim == "none":
+        shares = [0] * len(proportions)
+        shares[int(np.argmax(proportions))] = 1
+        return OpPartition("none", tuple(shares))
+    return OpPartition(dim, quantise(split_size(graph, name, dim), proportions))
+
+
+def validate_plan(graph: OpGraph, plan: Plan) -> None:
+    why = graph.topological_violation(plan.order)
+    if why is not None:
+        raise MnovaError(f"plan order is invalid: {why}")
+    n = len(plan.devices)
+    for name in plan.order:
+        part = plan.ops.get(name)
+        if part is None:
+            raise MnovaError(f"plan has no partition for operator {name}")
+        node = graph.node_by_name[name]
+        if part.dim not in allowed_dims(graph, node):
+            raise MnovaError(f"operator {name} ({node.op}) cannot be split by {part.dim}; allowed: {', '.join(allowed_dims(graph, node))}")
+        if len(part.shares) != n or any(s < 0 for s in part.shares):
+            raise MnovaError(f"operator {name}: shares {part.shares} must be {n} non-negative integers")
+        expected = split_size(graph, name, part.dim)
+        if sum(part.shares) != expected:
+            raise MnovaError(f"operator {name}: shares sum to {sum(part.shares)}, the {part.dim} has {expected}")
+
+
+def single_device_plan(graph: OpGraph, devices: Sequence[str], device: int, order=None) -> Plan:
+    order = tuple(order or graph.import_order)
+    onehot = [0.0] * len(devices)
+    onehot[device] = 1.0
+    return Plan(tuple(devices), order, {n: partition_op(graph, n, "none", onehot) for n in order})
+
+
+def uniform_plan(graph: OpGraph, devices: Sequence[str], dim: str, proportions: Sequence[float],
+                 order=None, fallback_device: int = 0) -> Plan:
+    """Every operator split by `dim` in `proportions` where it allows it, else on one device."""
+    order = tuple(order or graph.import_order)
+    onehot = [0.0] * len(devices)
+    onehot[fallback_device] = 1.0
+    ops = {}
+    for name in order:
+        ok = dim in allowed_dims(graph, graph.node_by_name[name])
+        ops[name] = partition_op(graph, name, dim if ok else "none", proportions if ok else onehot)
+    return Plan(tuple(devices), order, ops)
+
+
+# --- regions, segments, memory, traffic ---
+
+Region = tuple[int, int, int]  # (axis, lo, hi); axis -1 = the whole tensor
+
+
+def _ranges(shares: Sequence[int]) -> list[tuple[int, int]]:
+    bounds = np.concatenate([[0], np.cumsum(shares)])
+    return [(int(lo), int(hi)) for lo, hi in zip(bounds[:-1], bounds[1:])]
+
+
+@dataclass(frozen=True)
+class Segment:
+    index: int
+    dim: str
+    shares: tuple[int, ...]
+    nodes: tuple[str, ...]
+    inputs: tuple[str, ...]  # tensors it reads from the coordinator
+    outputs: tuple[str, ...]  # tensors it returns to the coordinator
+    # per device: region of each input it receives and of each output it computes
+    input_regions: tuple[Mapping[str, Region], ...]
+    output_regions: tuple[Mapping[str, Region], ...]
+    # per device: for each node, the output region it computes (height: rows, channel: channels)
+    node_regions: tuple[Mapping[str, Region], ...]
+
+    def active(self, device: int) -> bool:
+        return self.shares[device] > 0
+
+
+def _window_input_rows(node: Node, lo: int, hi: int, in_rows: int) -> tuple[int, int, int, int]:
+    """Input rows [a, b) that output rows [lo, hi) of a conv/pool read, and the padding (top,
+    bottom) the sliced operator needs (only at the true image border)."""
+    kh = node.attrs["kernel"][0]
+    sh = node.attrs["strides"][0]
+    dh = node.attrs.get("dilation", (1, 1))[0]
+    pad_top = node.attrs["padding"][0]
+    start = lo * sh - pad_top
+    end = (hi - 1) * sh - pad_top + dh * (kh - 1) + 1
+    a, b = max(start, 0), min(end, in_rows)
+    return a, b, a - start, end - b
+
+
+def _follows(graph: OpGraph, seg_dim: str, seg_first: Node, node: Node, produced: set) -> bool:
+    """Can `node` join the segment that `seg_first` started (same partition assumed)?"""
+    role = _role(graph, node).get(seg_dim)
+    if role != "local":
+        return False
+    size = _out_shape(graph, seg_first)[AXIS[seg_dim]]
+    return _out_shape(graph, node)[AXIS[seg_dim]] == size and len(_out_shape(graph, node)) == len(_out_shape(graph, seg_first))
+
+
+def segments(graph: OpGraph, plan: Plan) -> list[Segment]:
+    """The plan's operators grouped into segments, with every device's regions."""
+    validate_plan(graph, plan)
+    groups: list[list[str]] = []
+    for name in plan.order:
+        node, part = graph.node_by_name[name], plan.ops[name]
+        if groups:
+            first = graph.node_by_name[groups[-1][0]]
+            prev = plan.ops[groups[-1][0]]
+            same = prev.dim == part.dim and prev.shares == part.shares
+            if same and (part.dim == "none" or _follows(graph, part.dim, first, node, set(groups[-1]))):
+                groups[-1].append(name)
+                continue
+        groups.append([name])
+    needed_later: dict[str, int] = {}
+    position = {name: i for i, group in enumerate(groups) for name in group}
+    for node in graph.nodes:
+        for t in node.inputs:
+            p = graph.producer.get(t)
+            if p is not None:
+                needed_later[t] = max(needed_later.get(t, -1), position[node.name])
+    result = []
+    for index, group in enumerate(groups):
+        result.append(_segment(graph, plan, index, group, needed_later))
+    return result
+
+
+def _segment(graph: OpGraph, plan: Plan, index: int, group: list[str], needed_later: dict) -> Segment:
+    part = plan.ops[group[0]]
+    members = set(group)
+    produced = {t for name in group for t in graph.node_by_name[name].outputs}
+    inputs = tuple(dict.fromkeys(t for name in group for t in _activation_inputs(graph, graph.node_by_name[name])
+                                 if t not in produced))
+    outputs = tuple(t for name in group for t in graph.node_by_name[name].outputs
+                    if needed_later.get(t, -1) > index or t in graph.graph_outputs)
+    del members
+    n = len(plan.devices)
+    in_regions, out_regions, node_regions = [], [], []
+    if part.dim == "none":
+        for d in range(n):
+            own = d == part.owner
+            in_regions.append(MappingProxyType({t: (-1, 0, 0) for t in inputs} if own else {}))
+            out_regions.append(MappingProxyType({t: (-1, 0, 0) for t in outputs} if own else {}))
+            node_regions.append(MappingProxyType({name: (-1, 0, 0) for name in group} if own else {}))
+        return Segment(index, "none", part.shares, tuple(group), inputs, outputs,
+                       tuple(in_regions), tuple(out_regions), tuple(node_regions))
+    axis = AXIS[part.dim]
+    first = graph.node_by_name[group[0]]
+    role = _role(graph, first)[part.dim]
+    for lo, hi in _ranges(part.shares):
+        regions: dict[str, Region] = {}
+        nodes_r = {name: (axis, lo, hi) for name in group}
+        for t in inputs:
+            shape = graph.tensors[t].shape
+            readers = [graph.node_by_name[nm] for nm in group if t in graph.node_by_name[nm].inputs]
+            if shape[axis] == 1 and any(graph.tensors[t].shape != _out_shape(graph, r) for r in readers):
+                regions[t] = (-1, 0, 0)  # broadcast along the split axis: the whole (small) tensor
+            elif first in readers and role == "window" and part.dim == "height":
+                a, b, _, _ = _window_input_rows(first, lo, hi, shape[2])
+                regions[t] = (2, a, b)
+            elif first in readers and role == "whole-input":
+                regions[t] = (-1, 0, 0)
+            else:
+                regions[t] = (axis, lo, hi)
+        in_regions.append(MappingProxyType(regions))
+        out_regions.append(MappingProxyType({t: (axis, lo, hi) for t in outputs}))
+        node_regions.append(MappingProxyType(nodes_r))
+    return Segment(index, part.dim, part.shares, tuple(group), inputs, outputs,
+                   tuple(in_regions), tuple(out_regions), tuple(node_regions))
+
+
+def region_shape(shape: tuple[int, ...], region: Region) -> tuple[int, ...]:
+    axis, lo, hi = region
+    if axis < 0:
+        return shape
+    return tuple(hi - lo if i == axis else s for i, s in enumerate(shape))
+
+
+def region_bytes(graph: OpGraph, tensor: str, region: Region) -> int:
+    t = graph.tensors[tensor]
+    count = int(np.prod(region_shape(t.shape, region)))
+    return count * np.dtype(t.dtype).itemsize
+
+
+def sliced_weight_bytes(graph: OpGraph, node: Node, dim: str, lo: int, hi: int) -> int:
+    """Bytes of the constants a device holds for its slice of `node`."""
+    total = 0
+    out = _out_shape(graph, node)
+    for t in node.inputs:
+        tensor = graph.tensors[t]
+        if tensor.kind != "weight":
+            continue
+        if dim == "channel" and node.op == "relax.matmul":
+            total += tensor.nbytes * (hi - lo) // max(tensor.shape[-1], 1)
+        elif dim == "channel" and tensor.shape and tensor.shape[0] == out[1] and node.op in ("relax.nn.conv2d",):
+            total += tensor.nbytes * (hi - lo) // out[1]
+        elif dim == "channel" and node.op == "relax.nn.batch_norm":
+            total += tensor.nbytes * (hi - lo) // out[1]
+        elif dim == "channel" and len(tensor.shape) >= 1 and out[1] in tensor.shape and tensor.nbytes > 0:
+            total += tensor.nbytes * (hi - lo) // out[1]
+        else:
+            total += tensor.nbytes
+    return total
+
+
+def device_memory(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None) -> tuple[int, ...]:
+    """Per device: bytes of its weight slices + the largest activation footprint of its segments.
+
+    A segment's footprint on a device is what its function holds at once: the input regions it
+    receives, every intermediate it computes and the output regions it returns (an upper bound
+    of that function's liveness peak, kept simple because the runtime allocates the same way).
+    """
+    segs = segments(graph, plan) if segs is None else segs
+    n = len(plan.devices)
+    weights, peak = [0] * n, [0] * n
+    for seg in segs:
+        for d in range(n):
+            if not seg.active(d):
+                continue
+            acts = sum(region_bytes(graph, t, r) for t, r in seg.input_regions[d].items())
+            for name in seg.nodes:
+                node = graph.node_by_name[name]
+                axis, lo, hi = seg.node_regions[d][name]
+                for t in node.outputs:
+                    acts += region_bytes(graph, t, seg.node_regions[d][name])
+                weights[d] += sliced_weight_bytes(graph, node, seg.dim, lo, hi)
+            peak[d] = max(peak[d], acts)
+    return tuple(w + p for w, p in zip(weights, peak))
+
+
+@dataclass(frozen=True)
+class Transfer:
+    segment: int
+    device: int
+    tensor: str
+    nbytes: int
+    direction: str  # "send" (coordinator -> device) or "receive"
+
+
+def traffic(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None) -> list[Transfer]:
+    """Every transfer the runtime makes, in order: inputs out to devices, outputs back."""
+    segs = segments(graph, plan) if segs is None else segs
+    moves = []
+    for seg in segs:
+        for d in range(len(plan.devices)):
+            for t, r in seg.input_regions[d].items():
+                moves.append(Transfer(seg.index, d, t, region_bytes(graph, t, r), "send"))
+            for t, r in seg.output_regions[d].items():
+                moves.append(Transfer(seg.index, d, t, region_bytes(graph, t, r), "receive"))
+    return moves
+
+
+@dataclass(frozen=True)
+class SliceWork:
+    """One operator slice a device runs: what the cost model predicts a latency for."""
+
+    segment: int
+    device: int
+    node: str
+    op: str
+    dim: str
+    out_shape: tuple[int, ...]
+    flops: int
+
+
+def device_work(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None) -> list[SliceWork]:
+    segs = segments(graph, plan) if segs is None else segs
+    work = []
+    for seg in segs:
+        for d in range(len(plan.devices)):
+            if not seg.active(d):
+                continue
+            for name in seg.nodes:
+                node = graph.node_by_name[name]
+                full = _out_shape(graph, node)
+                shape = region_shape(full, seg.node_regions[d][name])
+                fraction = int(np.prod(shape)) / max(int(np.prod(full)), 1)
+                work.append(SliceWork(seg.index, d, name, node.op, seg.dim, shape, int(node.flops * fraction)))
+    return work
