@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "bench",
     "compile",
     "cluster",
+    "plan",
+    "run",
 ]
 
 

@@ -348,6 +348,16 @@ def device_peak_memory(state: ClusterState, device: str) -> int | None:
     return None
 
 
+def device_memory_usage(state: ClusterState, device: str) -> int | None:
+    """Memory the device's server uses now (cgroup usage when emulated), in bytes."""
+    dev = state.device(device)
+    if dev.cgroup:
+        path = CGROUP_ROOT / "memory" / dev.cgroup / "memory.usage_in_bytes"
+        if path.exists():
+            return int(path.read_text())
+    return None
+
+
 def reset_peak_memory(state: ClusterState, device: str) -> None:
     dev = state.device(device)
     if dev.cgroup:

@@ -47,6 +47,13 @@ def _activation_inputs(graph: OpGraph, node: Node) -> list[str]:
     return [t for t in node.inputs if graph.tensors[graph.base_of(t)].kind != "weight"]
 
 
+def _window_fits(node: Node) -> bool:
+    """Height slicing needs every output row to read at least one real input row: padding no
+    wider than the kernel's reach."""
+    reach = node.attrs.get("dilation", (1, 1))[0] * (node.attrs["kernel"][0] - 1)
+    return max(node.attrs["padding"][0], node.attrs["padding"][2]) <= reach
+
+
 def _role(graph: OpGraph, node: Node) -> dict[str, str]:
     """For each splittable dim: 'window' / 'whole-input' (may only start a segment) or 'local'."""
     op, out = node.op, _out_shape(graph, node)
@@ -59,9 +66,12 @@ def _role(graph: OpGraph, node: Node) -> dict[str, str]:
         if node.attrs.get("layout", "NCHW") != "NCHW" or len(node.inputs) != 2 or node.inputs[1] in acts:
             return {}
         channel = "whole-input" if groups == 1 else ("local" if groups == cin == out[1] else None)
-        return {k: v for k, v in (("height", "window"), ("channel", channel)) if v}
+        height = "window" if _window_fits(node) else None
+        return {k: v for k, v in (("height", height), ("channel", channel)) if v}
     if op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
-        return {"height": "window", "channel": "local"} if node.attrs.get("layout", "NCHW") == "NCHW" else {}
+        if node.attrs.get("layout", "NCHW") != "NCHW":
+            return {}
+        return {"height": "window", "channel": "local"} if _window_fits(node) else {"channel": "local"}
     if op == "relax.nn.batch_norm":
         return {"height": "local", "channel": "local"} if rank4 and node.attrs.get("axis", 1) == 1 else {}
     if op == "relax.mean" and rank4 and tuple(node.attrs.get("axis", ())) == (2, 3):

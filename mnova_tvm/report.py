@@ -60,3 +60,40 @@ def plot_memory_profiles(profiles: dict[str, list[int]], path, title: str) -> No
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def plot_run(report, path, budgets_title: str = "") -> None:
+    """Two panels: per-device timeline of one inference (send / compute / receive) and each
+    device's memory (planned and measured peak) against its budget."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    colors = {"send": "#f28e2b", "compute": "#4e79a7", "receive": "#59a14f"}
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(13, 0.6 * len(report.devices) + 2.5),
+                                     gridspec_kw={"width_ratios": [3, 1.3]})
+    for event in report.events:
+        ax_t.barh(event.device, 1e3 * (event.end_s - event.start_s), left=1e3 * event.start_s,
+                  color=colors[event.kind], height=0.6)
+    ax_t.set_yticks(range(len(report.devices)), [d.name for d in report.devices])
+    ax_t.invert_yaxis()
+    ax_t.set_xlabel("time in the median inference (ms)")
+    ax_t.set_title(f"{report.model}: {report.median_ms:.1f} ms end to end")
+    ax_t.legend(handles=[matplotlib.patches.Patch(color=c, label=k) for k, c in colors.items()], loc="lower right")
+    names = [d.name for d in report.devices]
+    ys = range(len(names))
+    ax_m.barh([y - 0.2 for y in ys], [d.planned_bytes / 2**20 for d in report.devices], height=0.4, label="planned")
+    measured = [((d.peak_bytes or 0) - (d.idle_bytes or 0)) / 2**20 for d in report.devices]
+    ax_m.barh([y + 0.2 for y in ys], measured, height=0.4, label="measured (peak - idle)")
+    for y, d in zip(ys, report.devices):
+        ax_m.plot([d.budget_bytes / 2**20] * 2, [y - 0.45, y + 0.45], color="red")
+    ax_m.set_yticks(list(ys), names)
+    ax_m.invert_yaxis()
+    ax_m.set_xlabel("MiB (red: budget)")
+    ax_m.set_title("memory per device")
+    ax_m.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

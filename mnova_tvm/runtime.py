@@ -11,8 +11,8 @@ rules).
 
 from __future__ import annotations
 
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +85,8 @@ class _SegmentBuilder:
                 for name in seg.nodes:
                     self._emit(bb, seg, device, name, local)
                 outs = [self._take(bb, local, t, seg.output_regions[device][t]) for t in seg.outputs]
-                result = bb.emit_output(relax.Tuple(outs))
+                # one output: a bare tensor (a tuple costs extra round trips over RPC)
+                result = bb.emit_output(outs[0] if len(outs) == 1 else relax.Tuple(outs))
             bb.emit_func_output(result)
 
     def _take(self, bb, local, tensor: str, need: Region):
@@ -207,11 +208,23 @@ class DeviceTimes:
     received_bytes: int = 0
 
 
+@dataclass(frozen=True)
+class Event:
+    """One interval of a device's work in a run, seconds from the run's start (for timelines)."""
+
+    device: int
+    segment: int
+    kind: str  # "send", "compute" or "receive"
+    start_s: float
+    end_s: float
+
+
 @dataclass
 class RunResult:
     outputs: list[np.ndarray]
     seconds: float
     devices: list[DeviceTimes] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
 
 class LocalRunner:
@@ -228,9 +241,17 @@ class LocalRunner:
     def upload(self, array: np.ndarray):
         return tvm.runtime.tensor(array, device=self.device)
 
+    def call(self, function: str, args: list, n_outputs: int) -> list:
+        """Run `function` of the loaded library; its outputs as a flat list of tensors."""
+        return _as_list(self.vm[function](*args))
+
 
 class RemoteRunner(LocalRunner):
-    """Runs a device's library on an RPC session (a board or an emulated device)."""
+    """Runs a device's library on an RPC session (a board or an emulated device).
+
+    `latency_s` is added per transfer by the coordinator when the link's latency is not already
+    added by the kernel (tc netem).
+    """
 
     def __init__(self, name: str, session, latency_s: float = 0.0):
         self.name, self.session, self.latency_s = name, session, latency_s
@@ -241,6 +262,14 @@ class RemoteRunner(LocalRunner):
         self.session.upload(str(library))
         self.vm = relax.VirtualMachine(self.session.load_module(library.name), self.device)
 
+    def call(self, function: str, args: list, n_outputs: int) -> list:
+        """A remote tuple cannot be iterated: tuples come back through the VM's stateful API."""
+        if n_outputs == 1:
+            return [self.vm[function](*args)]
+        self.vm.set_input(function, *args)
+        self.vm.invoke_stateful(function)
+        return _as_list(self.vm.get_outputs(function))
+
 
 def _as_list(value) -> list:
     if hasattr(value, "numpy"):
@@ -248,64 +277,82 @@ def _as_list(value) -> list:
     return [v for item in value for v in _as_list(item)]
 
 
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[-1].strip() if text else type(err).__name__
+
+
 def execute(graph: OpGraph, plan: Plan, segs: list[Segment], runners: list, inputs: list[np.ndarray],
-            device_names: list[str] | None = None) -> RunResult:
-    """One inference through the coordinator; `runners[d]` is None for a device with no work."""
+            device_names: list[str] | None = None, timeout_s: float = 300.0) -> RunResult:
+    """One inference through the coordinator; `runners[d]` is None for a device with no work.
+
+    The devices of a segment run in parallel (daemon threads, so a device that never answers
+    is reported after `timeout_s` and cannot hold the process).
+    """
     values = dict(zip(graph.graph_inputs, inputs))
     times = [DeviceTimes() for _ in runners]
+    events: list[Event] = []
     started = time.perf_counter()
+    names = device_names or [f"device {d}" for d in range(len(runners))]
 
-    def run_on(d: int, seg: Segment):
+    def run_on(d: int, seg: Segment, out: dict):
         runner, t = runners[d], times[d]
-        t0 = time.perf_counter()
-        args = []
-        for name in seg.inputs:
-            array = _slice_np(values[name], seg.input_regions[d][name])
-            args.append(runner.upload(array))
-            t.sent_bytes += array.nbytes
-        if runner.latency_s:
-            time.sleep(runner.latency_s)
-        t1 = time.perf_counter()
-        result = _as_list(runner.vm[f"seg{seg.index}"](*args))
-        t2 = time.perf_counter()
-        arrays = [r.numpy() for r in result]
-        if runner.latency_s:
-            time.sleep(runner.latency_s)
-        t3 = time.perf_counter()
+        try:
+            t0 = time.perf_counter()
+            args = []
+            for name in seg.inputs:
+                array = _slice_np(values[name], seg.input_regions[d][name])
+                args.append(runner.upload(array))
+                t.sent_bytes += array.nbytes
+            if runner.latency_s:
+                time.sleep(runner.latency_s)
+            t1 = time.perf_counter()
+            result = runner.call(f"seg{seg.index}", args, len(seg.outputs))
+            t2 = time.perf_counter()
+            arrays = [r.numpy() for r in result]
+            if runner.latency_s:
+                time.sleep(runner.latency_s)
+            t3 = time.perf_counter()
+        except BaseException as err:  # reported by the coordinator, naming the device
+            out[d] = err
+            return
         t.send_s += t1 - t0
         t.compute_s += t2 - t1
         t.receive_s += t3 - t2
         t.received_bytes += sum(a.nbytes for a in arrays)
-        return arrays
+        for kind, a, b in (("send", t0, t1), ("compute", t1, t2), ("receive", t2, t3)):
+            events.append(Event(d, seg.index, kind, a - started, b - started))
+        out[d] = arrays
 
-    with ThreadPoolExecutor(max_workers=max(1, len(runners))) as pool:
-        for seg in segs:
-            active = [d for d in range(len(runners)) if seg.active(d)]
-            futures = {d: pool.submit(run_on, d, seg) for d in active}
-            results = {}
-            for d, fut in futures.items():
-                try:
-                    results[d] = fut.result()
-                except MnovaError:
-                    raise
-                except Exception as err:
-                    who = device_names[d] if device_names else f"device {d}"
-                    raise MnovaError(f"{who} failed while running segment {seg.index}: "
-                                     f"{str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__}; "
-                                     f"check that it is up (mnova cluster status)") from None
-            for k, name in enumerate(seg.outputs):
-                tensor = graph.tensors[name]
-                if seg.dim == "none":
-                    values[name] = results[active[0]][k]
-                    continue
-                full = np.empty(tensor.shape, dtype=tensor.dtype)
-                for d in active:
-                    index = [slice(None)] * len(tensor.shape)
-                    axis, lo, hi = seg.output_regions[d][name]
-                    index[axis] = slice(lo, hi)
-                    full[tuple(index)] = results[d][k]
-                values[name] = full
-    return RunResult([values[t] for t in graph.graph_outputs], time.perf_counter() - started, times)
+    for seg in segs:
+        active = [d for d in range(len(runners)) if seg.active(d)]
+        results: dict = {}
+        threads = {d: threading.Thread(target=run_on, args=(d, seg, results), daemon=True) for d in active}
+        for thread in threads.values():
+            thread.start()
+        deadline = time.monotonic() + timeout_s
+        for d, thread in threads.items():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                raise MnovaError(f"{names[d]} did not answer within {timeout_s:.0f} s in segment {seg.index}; "
+                                 f"check that it is up (mnova cluster status)")
+            if isinstance(results[d], BaseException):
+                raise MnovaError(f"{names[d]} failed while running segment {seg.index}: {_first_line(results[d])}; "
+                                 f"check that it is up (mnova cluster status)")
+        for k, name in enumerate(seg.outputs):
+            tensor = graph.tensors[name]
+            if seg.dim == "none":
+                values[name] = results[active[0]][k]
+                continue
+            full = np.empty(tensor.shape, dtype=tensor.dtype)
+            for d in active:
+                index = [slice(None)] * len(tensor.shape)
+                axis, lo, hi = seg.output_regions[d][name]
+                index[axis] = slice(lo, hi)
+                full[tuple(index)] = results[d][k]
+            values[name] = full
+    return RunResult([values[t] for t in graph.graph_outputs], time.perf_counter() - started, times,
+                     sorted(events, key=lambda e: e.start_s))
 
 
 def compile_plan(mod: tvm.IRModule, plan: Plan, boards: list, workdir: Path, graph: OpGraph | None = None,

@@ -1,0 +1,134 @@
+"""Plans and slicing rules, without compiling: quantisation, validation, halos, segments, memory, traffic."""
+
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mnova_tvm import frontend
+from mnova_tvm.errors import MnovaError
+from mnova_tvm.graph import from_relax
+from mnova_tvm.partition import (OpPartition, Plan, _window_input_rows, allowed_dims, device_memory, partition_op,
+                                 quantise, region_bytes, segments, single_device_plan, traffic, uniform_plan)
+from mnova_tvm.runtime import prepare
+from onnx_models import edge_cnn
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return from_relax(prepare(frontend.load_model(edge_cnn())))
+
+
+@given(st.integers(0, 300), st.lists(st.floats(0, 10), min_size=1, max_size=6))
+def test_quantise_gives_whole_units_in_proportion(total, proportions):
+    units = quantise(total, proportions)
+    assert sum(units) == total and all(u >= 0 for u in units)
+    p = np.asarray(proportions)
+    share = p / p.sum() if p.sum() > 0 else np.full(len(p), 1 / len(p))
+    assert np.all(np.abs(np.asarray(units) - share * total) < 1 + 1e-9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.integers(1, 7), st.integers(1, 3), st.integers(1, 3), st.integers(0, 3), st.integers(1, 40), st.data())
+def test_halo_rows_are_exactly_the_rows_the_window_reads(kernel, stride, dilation, pad, in_rows, data):
+    class Node:  # the attributes _window_input_rows reads
+        attrs = {"kernel": (kernel, kernel), "strides": (stride, stride), "dilation": (dilation, dilation),
+                 "padding": (pad, 0, pad, 0)}
+
+    out_rows = (in_rows + 2 * pad - dilation * (kernel - 1) - 1) // stride + 1
+    if out_rows < 1 or pad > dilation * (kernel - 1):  # such windows are not split by height
+        return
+    lo = data.draw(st.integers(0, out_rows - 1))
+    hi = data.draw(st.integers(lo + 1, out_rows))
+    a, b, pad_top, pad_bottom = _window_input_rows(Node, lo, hi, in_rows)
+    read = {r * stride - pad + k * dilation for r in range(lo, hi) for k in range(kernel)}
+    inside = sorted(i for i in read if 0 <= i < in_rows)
+    assert a <= inside[0] and b >= inside[-1] + 1  # every real row read
+    if dilation == 1:
+        assert (a, b) == (inside[0], inside[-1] + 1)  # and no more (a dilated one may span skipped rows)
+    # the sliced window, padded as returned, yields exactly hi - lo output rows
+    assert (b - a + pad_top + pad_bottom - dilation * (kernel - 1) - 1) // stride + 1 == hi - lo
+    assert pad_top == max(0, pad - lo * stride) and pad_top <= pad and pad_bottom <= pad
+
+
+def test_allowed_dims_follow_the_operator(graph):
+    by_op = {}
+    for node in graph.nodes:
+        by_op.setdefault(node.op, set()).update(allowed_dims(graph, node))
+    assert by_op["relax.nn.conv2d"] == {"none", "height", "channel"}
+    assert by_op["relax.concat"] == {"none", "height"}  # channel concat cannot be split by channel
+    assert by_op["relax.nn.softmax"] == {"none"}
+    assert by_op["relax.matmul"] == {"none", "channel"}
+
+
+def test_single_device_plan_is_one_segment_on_one_device(graph):
+    plan = single_device_plan(graph, ["a", "b"], 1)
+    segs = segments(graph, plan)
+    assert len(segs) == 1 and segs[0].shares == (0, 1)
+    assert traffic(graph, plan)[0].direction == "send"
+    assert sum(t.nbytes for t in traffic(graph, plan)) == graph.tensors["input"].nbytes + 10 * 4
+    memory = device_memory(graph, plan)
+    assert memory[0] == 0 and memory[1] >= graph.weight_bytes
+
+
+def test_height_plan_segments_halos_and_traffic(graph):
+    plan = uniform_plan(graph, ["a", "b", "c"], "height", [1, 1, 1])
+    segs = segments(graph, plan)
+    for seg in segs:
+        if seg.dim != "height":
+            continue
+        first = graph.node_by_name[seg.nodes[0]]
+        # only the first operator of a height segment may read a window
+        assert all(graph.node_by_name[n].op not in ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d")
+                   or graph.node_by_name[n].attrs["kernel"][0] == 1 for n in seg.nodes[1:])
+        rows = [seg.output_regions[d][seg.outputs[0]][1:] for d in range(3)]
+        assert rows[0][0] == 0 and rows[-1][1] == graph.tensors[seg.outputs[0]].shape[2]
+        if first.op == "relax.nn.conv2d" and first.attrs["kernel"][0] == 3:  # halos overlap
+            ins = [seg.input_regions[d][first.inputs[0]] for d in range(3)]
+            assert ins[0][2] > ins[1][1] and ins[1][2] > ins[2][1]
+    moves = traffic(graph, plan, segs)
+    for move in moves:
+        seg = segs[move.segment]
+        regions = seg.input_regions if move.direction == "send" else seg.output_regions
+        assert move.nbytes == region_bytes(graph, move.tensor, regions[move.device][move.tensor])
+    # splitting by height moves more data than running on one device, never less
+    assert sum(m.nbytes for m in moves) > sum(m.nbytes for m in traffic(graph, single_device_plan(graph, ["a", "b", "c"], 0)))
+
+
+def test_channel_split_divides_weights(graph):
+    single = device_memory(graph, single_device_plan(graph, ["a", "b"], 0))
+    split = device_memory(graph, uniform_plan(graph, ["a", "b"], "channel", [1, 1]))
+    assert max(split) < single[0]
+
+
+def test_plan_json_round_trip_and_bad_plans(graph, tmp_path):
+    plan = uniform_plan(graph, ["a", "b"], "height", [2, 1])
+    path = tmp_path / "plan.json"
+    plan.save(path, graph)
+    assert Plan.load(path, graph) == plan
+    data = json.loads(path.read_text())
+    data["operators"][0]["shares"] = [1, 1]
+    with pytest.raises(MnovaError, match="shares sum to 2"):
+        Plan.from_json(data, graph)
+    data = json.loads(path.read_text())
+    softmax = next(o for o in data["operators"] if o["op"] == "nn.softmax")
+    softmax["dim"] = "channel"
+    with pytest.raises(MnovaError, match="cannot be split by channel"):
+        Plan.from_json(data, graph)
+    data = json.loads(path.read_text())
+    data["operators"] = data["operators"][::-1]
+    with pytest.raises(MnovaError, match="order is invalid"):
+        Plan.from_json(data, graph)
+    with pytest.raises(MnovaError, match="malformed"):
+        Plan.from_json({"devices": ["a"]}, graph)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(MnovaError, match="not valid JSON"):
+        Plan.load(tmp_path / "bad.json", graph)
+
+
+def test_partition_op_none_goes_to_the_largest_proportion(graph):
+    assert partition_op(graph, "lv", "none", [0.1, 0.7, 0.2]) == OpPartition("none", (0, 1, 0))
+    part = partition_op(graph, "lv", "channel", [1, 3])
+    assert part.shares == (2, 6)
