@@ -22,6 +22,8 @@ COMMAND_MODULES = [
     "cluster",
     "plan",
     "run",
+    "profile",
+    "train-cost-model",
 ]
 
 
@@ -32,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        importlib.import_module(f"mnova_tvm.commands.{name}").register(sub)
+        importlib.import_module(f"mnova_tvm.commands.{name.replace('-', '_')}").register(sub)
     return parser
 
 

@@ -446,3 +446,9 @@ def device_work(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None) -
                 fraction = int(np.prod(shape)) / max(int(np.prod(full)), 1)
                 work.append(SliceWork(seg.index, d, name, node.op, seg.dim, shape, int(node.flops * fraction)))
     return work
+
+
+def op_segment(graph: OpGraph, name: str, part: OpPartition, devices: Sequence[str]) -> Segment:
+    """The segment one operator forms on its own under `part` (what profiling measures)."""
+    plan = Plan(tuple(devices), (name,), {name: part})
+    return _segment(graph, plan, 0, [name], {t: 1 for t in graph.node_by_name[name].outputs})

@@ -1,16 +1,21 @@
 """Plans for a cluster: the simple baselines every partitioner is compared with.
 
-All return a `Plan` over the cluster's devices in the given execution order; GenEFlow's planner
-(with the cost model) lives in `geneflow_planner`.
+All return a `Plan` over the cluster's devices in the given execution order. The planners that
+need latencies (GenEFlow, per-operator greedy, random search) score plans with a
+`PlanEvaluator`: the cost model's plan-level estimate and the memory-budget violation.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
+
 from .errors import MnovaError
+from .geneflow import DIM_NAMES
 from .graph import OpGraph
-from .partition import Plan, single_device_plan, uniform_plan
+from .partition import Plan, allowed_dims, device_memory, partition_op, segments, single_device_plan, uniform_plan
 from .targets import Cluster
 
 
@@ -35,3 +40,136 @@ def proportional(graph: OpGraph, cluster: Cluster, dim: str, order: Sequence[str
         raise MnovaError(f"proportions must be {len(cluster.devices)} non-negative numbers, not all zero")
     fastest = max(range(len(speeds)), key=speeds.__getitem__)
     return uniform_plan(graph, [d.name for d in cluster.devices], dim, speeds, order, fastest)
+
+
+# --- planning with the cost model: GenEFlow and the baselines it is compared with ---
+
+
+@dataclass(frozen=True)
+class PlanScore:
+    latency_s: float
+    violation_bytes: int
+    memory_bytes: tuple[int, ...]
+
+    @property
+    def feasible(self) -> bool:
+        return self.violation_bytes <= 0
+
+
+class PlanEvaluator:
+    """Predicted latency and memory-budget violation of plans over one cluster and order."""
+
+    def __init__(self, graph: OpGraph, cluster: Cluster, order: Sequence[str], model, coordinator_latency_s=None):
+        from .profile import device_kind
+
+        self.graph, self.cluster, self.model = graph, cluster, model
+        self.order = tuple(order)
+        self.devices = [d.name for d in cluster.devices]
+        self.kinds = [device_kind(d) for d in cluster.devices]
+        self.budgets = np.array([d.memory_budget_bytes for d in cluster.devices])
+        self.latency = list(coordinator_latency_s) if coordinator_latency_s is not None else \
+            [d.link.latency_ms / 1e3 for d in cluster.devices]
+        self.allowed = np.array([[dim in allowed_dims(graph, graph.node_by_name[n]) for dim in DIM_NAMES]
+                                 for n in self.order])
+        self.cache: dict = {}
+        self.evaluations = 0
+
+    def plan_from(self, dims: np.ndarray, shares: np.ndarray) -> Plan:
+        ops = {name: partition_op(self.graph, name, DIM_NAMES[int(dim)], share)
+               for name, dim, share in zip(self.order, dims, shares)}
+        return Plan(tuple(self.devices), self.order, ops)
+
+    def genes_of(self, plan: Plan) -> tuple[np.ndarray, np.ndarray]:
+        dims = np.array([DIM_NAMES.index(plan.ops[n].dim) for n in self.order], dtype=np.int8)
+        shares = np.array([np.asarray(plan.ops[n].shares, float) / max(sum(plan.ops[n].shares), 1) for n in self.order])
+        return dims, shares
+
+    def score(self, plan: Plan) -> PlanScore:
+        from .costmodel import plan_latency
+
+        self.evaluations += 1
+        segs = segments(self.graph, plan)
+        memory = np.array(device_memory(self.graph, plan, segs))
+        estimate = plan_latency(self.model, self.graph, plan, self.kinds, self.latency, segs, self.cache)
+        violation = int(np.clip(memory - self.budgets, 0, None).sum())
+        return PlanScore(estimate.seconds, violation, tuple(int(m) for m in memory))
+
+    def evaluate_population(self, dims: np.ndarray, shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        scores = [self.score(self.plan_from(d, s)) for d, s in zip(dims, shares)]
+        return np.array([s.latency_s for s in scores]), np.array([s.violation_bytes for s in scores], dtype=float)
+
+
+@dataclass(frozen=True)
+class PlannerResult:
+    name: str
+    plan: Plan
+    score: PlanScore
+    seconds: float
+    evaluations: int
+    history: tuple = ()
+
+
+def baseline_plans(graph: OpGraph, cluster: Cluster, order: Sequence[str]) -> dict[str, Plan]:
+    """Plans needing no search: each single device, and every layer by height / by channel in
+    proportion to device speed."""
+    plans = {f"single:{d.name}": single_device(graph, cluster, d.name, order) for d in cluster.devices}
+    plans["height (by speed)"] = proportional(graph, cluster, "height", order)
+    plans["channel (by speed)"] = proportional(graph, cluster, "channel", order)
+    return plans
+
+
+def greedy_per_operator(evaluator: PlanEvaluator) -> Plan:
+    """Each operator on its own: the dimension and speed-proportional split (or single device)
+    with the lowest predicted compute, ignoring what its neighbours do (the paper's criticism)."""
+    from .costmodel import segment_features
+    from .partition import op_segment
+
+    graph, n = evaluator.graph, len(evaluator.devices)
+    speeds = device_speeds(evaluator.cluster)
+    ops = {}
+    for name in evaluator.order:
+        candidates = [partition_op(graph, name, "none", np.eye(n)[d]) for d in range(n)]
+        for dim in allowed_dims(graph, graph.node_by_name[name])[1:]:
+            candidates.append(partition_op(graph, name, dim, speeds))
+        best, best_s = None, float("inf")
+        for part in candidates:
+            seg = op_segment(graph, name, part, evaluator.devices)
+            seconds = 0.0
+            for d in range(n):
+                if seg.active(d):
+                    rows = segment_features(graph, seg, d)
+                    compute = float(evaluator.model.predict(np.array(rows), [evaluator.kinds[d]] * len(rows)).sum())
+                    seconds = max(seconds, compute)
+            if seconds < best_s:
+                best, best_s = part, seconds
+        ops[name] = best
+    return Plan(tuple(evaluator.devices), evaluator.order, ops)
+
+
+def random_search(evaluator: PlanEvaluator, evaluations: int, seed: int = 0) -> Plan:
+    """The best of `evaluations` random chromosomes under Deb's rules."""
+    from .geneflow import PartitionProblem, random_population, rank
+
+    problem = PartitionProblem(evaluator.allowed, len(evaluator.devices), evaluator.evaluate_population)
+    dims, shares = random_population(problem, evaluations, np.random.default_rng(seed))
+    latency, violation = evaluator.evaluate_population(dims, shares)
+    best = rank(latency, violation)[0]
+    return evaluator.plan_from(dims[best], shares[best])
+
+
+def geneflow_plan(evaluator: PlanEvaluator, config=None, progress=None) -> tuple[Plan, object]:
+    """GenEFlow seeded with the baselines (so it is never worse than the best of them)."""
+    from .geneflow import GAConfig, PartitionProblem, run_geneflow
+
+    seeds = tuple(evaluator.genes_of(p) for p in baseline_plans(evaluator.graph, evaluator.cluster, evaluator.order).values())
+    problem = PartitionProblem(evaluator.allowed, len(evaluator.devices), evaluator.evaluate_population, seeds)
+    result = run_geneflow(problem, config or GAConfig(), progress)
+    return evaluator.plan_from(result.dims, result.shares), result
+
+
+def infeasible_error(evaluator: PlanEvaluator, plan: Plan, score: PlanScore) -> MnovaError:
+    """No plan met the budgets: name, per device, the memory the least-violating plan needs."""
+    needs = ", ".join(f"{name} {m / 2**20:.1f} MiB (budget {b / 2**20:.1f})"
+                      for name, m, b in zip(evaluator.devices, score.memory_bytes, evaluator.budgets))
+    return MnovaError(f"no plan meets the memory budgets; the closest plan found needs {needs}: raise those "
+                      f"budgets to at least that, or add devices")

@@ -1,0 +1,45 @@
+"""`mnova profile --cluster FILE`: time operator slices and links on every device kind over RPC."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from .. import cluster as testbed
+from ..errors import MnovaError
+from ..frontend import load_model
+from ..profile import profile_cluster
+from ..targets import load_cluster
+from ..zoo import MODELS
+
+DEFAULT_DATASET = Path.home() / ".cache" / "mnova" / "profile.jsonl"
+
+
+def register(sub) -> None:
+    parser = sub.add_parser("profile", help="time operator slices and links on each device kind (appends to a dataset)")
+    parser.add_argument("--cluster", required=True, help="cluster JSON (or a name under targets/clusters/)")
+    parser.add_argument("--models", nargs="+", default=["squeezenet1_1", "mobilenet_v2", "resnet18"],
+                        help="zoo names or ONNX files (default: squeezenet1_1 mobilenet_v2 resnet18)")
+    parser.add_argument("--input-size", type=int, default=None, help="input size for zoo models (default: standard)")
+    parser.add_argument("--dataset", default=str(DEFAULT_DATASET), help=f"JSON Lines dataset (default {DEFAULT_DATASET})")
+    parser.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes (rerun resumes)")
+    parser.add_argument("--no-links", action="store_true", help="skip the link measurements")
+    parser.add_argument("--state", default=None, help="cluster state directory (as for mnova cluster)")
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    cluster = load_cluster(args.cluster)
+    if args.budget_min is not None and args.budget_min <= 0:
+        raise MnovaError("--budget-min must be positive")
+    models = []
+    for name in args.models:
+        size = args.input_size if name in MODELS else None
+        models.append((Path(name).stem, load_model(name, input_size=size)))
+    state_dir = Path(args.state) if args.state else None
+    with tempfile.TemporaryDirectory(prefix="mnova-profile-") as workdir, \
+            testbed.LocalCluster(cluster, state_dir) as state:
+        written = profile_cluster(cluster, state, models, Path(args.dataset), Path(workdir),
+                                  None if args.budget_min is None else 60 * args.budget_min, not args.no_links)
+    print(f"{written} rows appended to {args.dataset}")
+    return 0

@@ -1,0 +1,278 @@
+"""The latency cost model: XGBoost per device kind over operator-slice features, plus links.
+
+Like a scikit-learn estimator: `CostModel().fit(rows)` then `predict(features, kinds)`, saved
+and loaded as one JSON file. Rows come from `mnova profile` (see profile.py); the features of
+a slice are computed here, from the OpGraph and the slice's regions, by the same function for
+profiling rows and for the planner, so the two cannot drift apart.
+
+`plan_latency` predicts a Plan's end-to-end latency under the runtime's rules: segments one after
+another; within a segment every active device receives its input regions, runs its function and
+returns its output regions, and the segment ends with the slowest device.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import MnovaError
+from .graph import Node, OpGraph
+from .partition import Plan, Segment, region_bytes, region_shape, segments, sliced_weight_bytes
+
+FORMAT_VERSION = 1
+OPS = ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.matmul", "relax.mean",
+       "relax.nn.batch_norm", "relax.add", "relax.multiply", "relax.nn.relu", "relax.concat", "relax.nn.softmax",
+       "relax.sigmoid", "relax.clip", "relax.nn.silu", "relax.reshape", "relax.permute_dims", "relax.nn.adaptive_avg_pool2d")
+FEATURES = ("op_code", "flops_log", "in_bytes_log", "out_bytes_log", "weight_bytes_log", "out_c", "out_h", "out_w",
+            "in_c", "in_h", "kernel", "stride", "depthwise", "dim_code")
+DIM_CODE = {"none": 0, "height": 1, "channel": 2}
+
+
+def _op_code(op: str) -> int:
+    return OPS.index(op) if op in OPS else len(OPS)
+
+
+def _log(value: float) -> float:
+    return math.log2(1.0 + value)
+
+
+def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions: Mapping[str, tuple]) -> list[float]:
+    """Feature vector of one operator slice (the FEATURES columns)."""
+    out_t = graph.tensors[node.outputs[0]]
+    out_shape = region_shape(out_t.shape, out_region)
+    out_full = int(np.prod(out_t.shape)) or 1
+    out_count = int(np.prod(out_shape))
+    acts = [t for t in node.inputs if graph.tensors[graph.base_of(t)].kind != "weight"]
+    in_bytes = sum(region_bytes(graph, t, in_regions.get(t, (-1, 0, 0))) for t in acts)
+    first_in = region_shape(graph.tensors[acts[0]].shape, in_regions.get(acts[0], (-1, 0, 0))) if acts else ()
+    axis, lo, hi = out_region
+    weights = sliced_weight_bytes(graph, node, dim, lo, hi) if axis >= 0 else \
+        sum(graph.tensors[t].nbytes for t in node.inputs if graph.tensors[t].kind == "weight")
+    padded = tuple(out_shape) + (1,) * (4 - len(out_shape))
+    in_padded = tuple(first_in) + (1,) * (4 - len(first_in))
+    groups = node.attrs.get("groups", 1)
+    return [
+        _op_code(node.op), _log(node.flops * out_count / out_full), _log(in_bytes),
+        _log(out_count * out_t.nbytes / out_full), _log(weights),
+        padded[1], padded[2], padded[3], in_padded[1], in_padded[2],
+        node.attrs.get("kernel", (1, 1))[0], node.attrs.get("strides", (1, 1))[0],
+        int(groups > 1 and groups == padded[1]), DIM_CODE[dim],
+    ]
+
+
+@dataclass(frozen=True)
+class LinkFit:
+    """Seconds to move n bytes one way: per_call_s + n * per_byte_s (fitted on measured transfers),
+    plus the RPC overhead of one function call."""
+
+    send_s: float
+    send_per_byte_s: float
+    receive_s: float
+    receive_per_byte_s: float
+    call_s: float
+
+    def send(self, nbytes: int) -> float:
+        return self.send_s + nbytes * self.send_per_byte_s
+
+    def receive(self, nbytes: int) -> float:
+        return self.receive_s + nbytes * self.receive_per_byte_s
+
+
+def fit_link(rows: Sequence[Mapping]) -> LinkFit:
+    """Least-squares fit of one device's link rows (kind 'send' / 'receive' / 'call')."""
+    def line(kind):
+        pts = [(float(r["bytes"]), float(r["seconds"])) for r in rows if r["kind"] == kind]
+        if len(pts) < 2:
+            raise MnovaError(f"link data has fewer than 2 '{kind}' measurements: profile the links again")
+        x, y = np.array(pts).T
+        slope, intercept = np.polyfit(x, y, 1)
+        return max(float(intercept), 0.0), max(float(slope), 0.0)
+
+    calls = [float(r["seconds"]) for r in rows if r["kind"] == "call"]
+    if not calls:
+        raise MnovaError("link data has no 'call' measurements: profile the links again")
+    return LinkFit(*line("send"), *line("receive"), float(np.median(calls)))
+
+
+@dataclass
+class CostModel:
+    """XGBoost latency regressors, one per device kind, predicting log2 seconds of a slice."""
+
+    n_estimators: int = 300
+    max_depth: int = 7
+    learning_rate: float = 0.08
+    seed: int = 0
+    boosters: dict = field(default_factory=dict)  # kind -> xgboost.Booster
+    links: dict = field(default_factory=dict)  # device name -> LinkFit
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def kinds(self) -> list[str]:
+        return sorted(self.boosters)
+
+    def fit(self, rows: Sequence[Mapping]) -> "CostModel":
+        import xgboost as xgb
+
+        by_kind: dict[str, list] = {}
+        for row in rows:
+            by_kind.setdefault(row["device_kind"], []).append(row)
+        if not by_kind:
+            raise MnovaError("the dataset has no operator rows: run mnova profile first")
+        for kind, kind_rows in sorted(by_kind.items()):
+            x = np.array([[float(r[f]) for f in FEATURES] for r in kind_rows])
+            y = np.log2(np.array([max(float(r["latency_s"]), 1e-7) for r in kind_rows]))
+            params = {"max_depth": self.max_depth, "eta": self.learning_rate, "seed": self.seed,
+                      "objective": "reg:squarederror", "nthread": 2, "subsample": 1.0}
+            self.boosters[kind] = xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=self.n_estimators)
+        return self
+
+    def predict(self, features: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
+        """Seconds for each row of `features` (N, len(FEATURES)) on device kind `kinds[i]`."""
+        import xgboost as xgb
+
+        features = np.asarray(features, dtype=float).reshape(-1, len(FEATURES))
+        kinds = np.asarray(kinds)
+        out = np.empty(len(features))
+        for kind in np.unique(kinds):
+            if kind not in self.boosters:
+                raise MnovaError(f"the cost model knows device kinds {', '.join(self.kinds) or 'none'}, "
+                                 f"not {kind}: profile that kind and retrain (mnova profile, mnova train-cost-model)")
+            mask = kinds == kind
+            out[mask] = np.exp2(self.boosters[kind].inplace_predict(features[mask]))
+        return out
+
+    def save(self, path) -> None:
+        from .commands._io import write_json
+
+        write_json(path, {
+            "format": "mnova-cost-model", "version": FORMAT_VERSION, "features": list(FEATURES), "ops": list(OPS),
+            "metadata": self.metadata,
+            "boosters": {k: base64.b64encode(bytes(b.save_raw("ubj"))).decode() for k, b in self.boosters.items()},
+            "links": {name: vars(link) for name, link in self.links.items()},
+        })
+
+    @classmethod
+    def load(cls, path) -> "CostModel":
+        import xgboost as xgb
+
+        try:
+            data = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise MnovaError(f"cost model {path} does not exist: train one with mnova train-cost-model") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise MnovaError(f"{path} is not a cost model file (not JSON)") from None
+        if not isinstance(data, dict) or data.get("format") != "mnova-cost-model":
+            raise MnovaError(f"{path} is not an mnova cost model")
+        if data.get("version") != FORMAT_VERSION or data.get("features") != list(FEATURES) or data.get("ops") != list(OPS):
+            raise MnovaError(f"cost model {path} was saved by another version of mnova-tvm "
+                             f"(format {data.get('version')}); retrain it with mnova train-cost-model")
+        model = cls(metadata=data.get("metadata", {}))
+        for kind, raw in data["boosters"].items():
+            booster = xgb.Booster()
+            booster.load_model(bytearray(base64.b64decode(raw)))
+            model.boosters[kind] = booster
+        model.links = {name: LinkFit(**fit) for name, fit in data.get("links", {}).items()}
+        return model
+
+
+# --- evaluation ---
+
+
+def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
+    """MAPE, share within ±10% and Spearman rank correlation of predictions on `rows`."""
+    from scipy.stats import spearmanr
+
+    x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
+    truth = np.array([float(r["latency_s"]) for r in rows])
+    pred = model.predict(x, [r["device_kind"] for r in rows])
+    error = np.abs(pred - truth) / truth
+    return {"rows": len(rows), "mape_percent": 100 * float(error.mean()),
+            "within_10_percent": float((error <= 0.10).mean()), "spearman": float(spearmanr(pred, truth).statistic)}
+
+
+def shape_key(row: Mapping) -> tuple:
+    """Rows of one operator shape (any slice): held out together."""
+    return (row["model"], row["node"])
+
+
+def split_by_shape(rows: Sequence[Mapping], test_fraction: float = 0.2, seed: int = 0):
+    keys = sorted({shape_key(r) for r in rows})
+    rng = np.random.default_rng(seed)
+    test = {keys[i] for i in rng.permutation(len(keys))[: max(1, int(len(keys) * test_fraction))]}
+    return [r for r in rows if shape_key(r) not in test], [r for r in rows if shape_key(r) in test]
+
+
+# --- plan-level estimate ---
+
+
+def segment_features(graph: OpGraph, seg: Segment, device: int) -> list[list[float]]:
+    rows = []
+    for name in seg.nodes:
+        node = graph.node_by_name[name]
+        out_region = seg.node_regions[device][name]
+        if seg.dim == "none":
+            in_regions = {}
+        elif name == seg.nodes[0]:
+            in_regions = seg.input_regions[device]
+        else:
+            in_regions = {t: out_region for t in node.inputs}
+        rows.append(slice_features(graph, node, seg.dim, out_region, in_regions))
+    return rows
+
+
+@dataclass(frozen=True)
+class PlanEstimate:
+    seconds: float
+    segment_seconds: tuple[float, ...]
+    device_compute_s: tuple[float, ...]
+    device_wire_s: tuple[float, ...]
+
+
+def plan_latency(model: CostModel, graph: OpGraph, plan: Plan, kinds: Sequence[str],
+                 coordinator_latency_s: Sequence[float], segs: list[Segment] | None = None,
+                 cache: dict | None = None) -> PlanEstimate:
+    """Predicted end-to-end latency of `plan` (same rules as runtime.execute)."""
+    segs = segments(graph, plan) if segs is None else segs
+    n = len(plan.devices)
+    for name in plan.devices:
+        if name not in model.links:
+            raise MnovaError(f"the cost model has no link data for device {name}: profile the cluster's links")
+    compute_rows, owners = [], []
+    for seg in segs:
+        for d in range(n):
+            if seg.active(d):
+                for feats in segment_features(graph, seg, d):
+                    compute_rows.append(feats)
+                    owners.append((seg.index, d))
+    seconds = _predict_cached(model, compute_rows, [kinds[d] for _, d in owners], cache)
+    compute = np.zeros((len(segs), n))
+    for (s, d), t in zip(owners, seconds):
+        compute[s, d] += t
+    wire = np.zeros((len(segs), n))
+    for seg in segs:
+        for d in range(n):
+            if not seg.active(d):
+                continue
+            link = model.links[plan.devices[d]]
+            wire[seg.index, d] = (2 * coordinator_latency_s[d] + link.call_s
+                                  + sum(link.send(region_bytes(graph, t, r)) for t, r in seg.input_regions[d].items())
+                                  + sum(link.receive(region_bytes(graph, t, r)) for t, r in seg.output_regions[d].items()))
+    per_segment = (compute + wire).max(axis=1)
+    return PlanEstimate(float(per_segment.sum()), tuple(per_segment), tuple(compute.sum(axis=0)), tuple(wire.sum(axis=0)))
+
+
+def _predict_cached(model: CostModel, rows: list, kinds: list, cache: dict | None) -> np.ndarray:
+    if cache is None:
+        return model.predict(np.array(rows), kinds) if rows else np.zeros(0)
+    keys = [(k, *r) for k, r in zip(kinds, rows)]
+    missing = list(dict.fromkeys(k for k in keys if k not in cache))
+    if missing:
+        values = model.predict(np.array([k[1:] for k in missing]), [k[0] for k in missing])
+        cache.update(zip(missing, values))
+    return np.array([cache[k] for k in keys])

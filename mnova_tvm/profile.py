@@ -1,0 +1,234 @@
+"""Profiling runs: operator slices and links timed on each device kind over TVM RPC.
+
+What is timed is what the partitioner produces: every operator of the given models whole and
+sliced along height and channel at several proportions, each built by the runtime's own segment
+builder (halos, border padding, sliced weights) and compiled for the device's board; and each
+device's link (arrays sent and received at several sizes, and one empty call). Rows append to a
+JSON Lines dataset; a rerun skips what is already there, so an interrupted profile resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from . import cluster as testbed
+from .costmodel import FEATURES, slice_features
+from .errors import MnovaError
+from .graph import OpGraph, binding_names, dataflow_bindings
+from .partition import allowed_dims, op_segment, partition_op, quantise, split_size
+from .runtime import _SegmentBuilder, _tensor_names
+from .targets import Cluster, Device
+
+FRACTIONS = (0.25, 0.5, 0.75)
+LINK_SIZES = (256, 16 * 2**10, 256 * 2**10, 2**20, 4 * 2**20)
+OP_COLUMNS = ("row", "date", "device_kind", "model", "node", "op", "dim", "units", "total_units", *FEATURES,
+              "latency_s", "repeats")
+LINK_COLUMNS = ("row", "date", "device", "device_kind", "kind", "bytes", "seconds")
+
+
+def device_kind(device: Device) -> str:
+    """Devices of one kind run code at the same speed: same board, same CPU quota."""
+    return device.board.name if device.cpu_quota is None else f"{device.board.name}@{device.cpu_quota:g}cpu"
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    node: str
+    dim: str
+    units: int
+    total_units: int
+
+
+def jobs_for(graph: OpGraph, fractions: Sequence[float] = FRACTIONS) -> list[Job]:
+    """Every operator whole, and sliced at `fractions` of its rows / channels where it allows it."""
+    jobs = []
+    for node in graph.nodes:
+        jobs.append(Job(node.name, "none", 1, 1))
+        for dim in allowed_dims(graph, node)[1:]:
+            total = split_size(graph, node.name, dim)
+            for units in sorted({quantise(total, [f, 1 - f])[0] for f in fractions} - {0, total}):
+                jobs.append(Job(node.name, dim, units, total))
+    return jobs
+
+
+def _part(graph, job: Job):
+    if job.dim == "none":
+        return partition_op(graph, job.node, "none", [1, 0])
+    return partition_op(graph, job.node, job.dim, [job.units, job.total_units - job.units])
+
+
+def build_profile_module(mod: tvm.IRModule, graph: OpGraph, jobs: Sequence[Job]) -> tvm.IRModule:
+    """Function `p{i}` runs job i's slice (its first output only: tuples do not time over RPC)."""
+    func = mod["main"]
+    calls = {name: b.value for name, b in zip(binding_names(func), dataflow_bindings(func))}
+    builder = _SegmentBuilder(graph, calls, _tensor_names(func))
+    bb = relax.BlockBuilder(tvm.IRModule({gv: f for gv, f in mod.functions.items() if gv.name_hint != "main"}))
+    for i, job in enumerate(jobs):
+        seg = op_segment(graph, job.node, _part(graph, job), ("p", "rest"))
+        seg = dataclasses.replace(seg, outputs=seg.outputs[:1],
+                                  output_regions=tuple({k: v for k, v in r.items() if k == seg.outputs[0]}
+                                                       for r in seg.output_regions))
+        builder.build(bb, seg, 0, f"p{i}")
+    return relax.transform.Normalize()(bb.get())
+
+
+def job_features(graph: OpGraph, job: Job) -> list[float]:
+    seg = op_segment(graph, job.node, _part(graph, job), ("p", "rest"))
+    node = graph.node_by_name[job.node]
+    in_regions = seg.input_regions[0] if job.dim != "none" else {}
+    return slice_features(graph, node, job.dim, seg.node_regions[0][job.node], in_regions)
+
+
+def read_dataset(path) -> tuple[list[dict], list[dict]]:
+    """(operator rows, link rows) of a dataset file; a missing file is empty."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    ops, links = [], []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise MnovaError(f"dataset {path} line {number} is not JSON: is this a profiling dataset?") from None
+        columns = OP_COLUMNS if row.get("row") == "op" else LINK_COLUMNS if row.get("row") == "link" else None
+        if columns is None:
+            raise MnovaError(f"dataset {path} line {number} has no row type ('op' or 'link')")
+        missing = [c for c in columns if c not in row]
+        if missing:
+            raise MnovaError(f"dataset {path} line {number} lacks columns {', '.join(missing)}")
+        (ops if row["row"] == "op" else links).append(row)
+    return ops, links
+
+
+def _append(path: Path, rows: Iterable[dict]) -> None:
+    with open(path, "a") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+
+
+def _median_seconds(vm, dev, fname: str, args, repeat: int, min_repeat_ms: int) -> float:
+    timer = vm.time_evaluator(fname, dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+    return float(statistics.median(timer(*args).results))
+
+
+def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModule, graph: OpGraph, model: str,
+                   dataset: Path, workdir: Path, repeat: int = 3, min_repeat_ms: int = 20,
+                   deadline: float | None = None, log=print) -> int:
+    """Time every not yet profiled job of `model` on `device`; returns rows written."""
+    from .compile import build_for_board
+    from .transform import lowering_pipeline
+
+    kind = device_kind(device)
+    done = {(r["model"], r["node"], r["dim"], int(r["units"])) for r in read_dataset(dataset)[0]
+            if r["device_kind"] == kind}
+    jobs = [j for j in jobs_for(graph) if (model, j.node, j.dim, j.units) not in done]
+    if not jobs:
+        log(f"[{kind}] {model}: already profiled")
+        return 0
+    module = build_profile_module(mod, graph, jobs)
+    lib = workdir / f"profile-{model}-{kind.replace('@', '-')}.so"
+    build_for_board(module, device.board, lib, lowering_pipeline(order=None, plan_memory="tvm", fuse=True))
+    session = testbed.connect(state, device.name)
+    session.upload(str(lib))
+    dev = session.cpu()
+    vm = relax.VirtualMachine(session.load_module(lib.name), dev)
+    rng = np.random.default_rng(0)
+    written, batch, started = 0, [], time.monotonic()
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    for i, job in enumerate(jobs):
+        if deadline is not None and time.monotonic() > deadline:
+            log(f"[{kind}] {model}: time budget reached after {i} of {len(jobs)} slices (rerun to resume)")
+            break
+        params = module[f"p{i}"].params
+        args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
+                for p in params]
+        seconds = _median_seconds(vm, dev, f"p{i}", args, repeat, min_repeat_ms)
+        node = graph.node_by_name[job.node]
+        row = {"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node, "op": node.op,
+               "dim": job.dim, "units": job.units, "total_units": job.total_units,
+               **dict(zip(FEATURES, job_features(graph, job))), "latency_s": seconds, "repeats": repeat}
+        batch.append(row)
+        if len(batch) >= 25 or i == len(jobs) - 1:
+            _append(dataset, batch)
+            written += len(batch)
+            batch = []
+            log(f"[{kind}] {model}: {i + 1}/{len(jobs)} slices ({time.monotonic() - started:.0f} s)")
+    _append(dataset, batch)
+    return written + len(batch)
+
+
+def profile_link(state: testbed.ClusterState, device: Device, dataset: Path, repeat: int = 5) -> int:
+    """Time arrays sent to and received from `device`, and an empty call, as the runtime does."""
+    kind = device_kind(device)
+    session = testbed.connect(state, device.name)
+    dev = session.cpu()
+    x = relax.Var("x", relax.TensorType((1,), "float32"))
+    bb = relax.BlockBuilder()
+    with bb.function("ping", [x]):
+        bb.emit_func_output(bb.emit(relax.op.add(x, x)))
+    from .compile import build_for_board
+    from .transform import lowering_pipeline
+    import tempfile
+
+    date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        lib = Path(tmp) / f"ping-{device.name}.so"
+        build_for_board(bb.get(), device.board, lib, lowering_pipeline(order=None, plan_memory="tvm"))
+        session.upload(str(lib))
+        vm = relax.VirtualMachine(session.load_module(lib.name), dev)
+    one = tvm.runtime.tensor(np.zeros(1, "float32"), dev)
+    vm["ping"](one)
+    for _ in range(repeat * 2):
+        t0 = time.perf_counter()
+        vm["ping"](one)
+        rows.append({"kind": "call", "bytes": 0, "seconds": time.perf_counter() - t0})
+    for size in LINK_SIZES:
+        array = np.zeros(size // 4, "float32")
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            remote = tvm.runtime.tensor(array, dev)
+            t1 = time.perf_counter()
+            remote.numpy()
+            t2 = time.perf_counter()
+            rows.append({"kind": "send", "bytes": size, "seconds": t1 - t0})
+            rows.append({"kind": "receive", "bytes": size, "seconds": t2 - t1})
+    _append(dataset, [{"row": "link", "date": date, "device": device.name, "device_kind": kind, **r} for r in rows])
+    return len(rows)
+
+
+def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Sequence[tuple[str, tvm.IRModule]],
+                    dataset: Path, workdir: Path, budget_s: float | None = None, links: bool = True, log=print) -> int:
+    """Profile each device kind of `cluster` once (on its first device) on `models`, then every link."""
+    from .graph import from_relax
+    from .runtime import prepare
+
+    dataset = Path(dataset)
+    dataset.parent.mkdir(parents=True, exist_ok=True)
+    deadline = None if budget_s is None else time.monotonic() + budget_s
+    kinds: dict[str, Device] = {}
+    for device in cluster.devices:
+        kinds.setdefault(device_kind(device), device)
+    written = 0
+    if links:
+        for device in cluster.devices:
+            written += profile_link(state, device, dataset)
+        log(f"links: {len(cluster.devices)} devices measured")
+    for name, mod in models:
+        mod = prepare(mod)
+        graph = from_relax(mod, name)
+        for kind, device in kinds.items():
+            written += profile_device(state, device, mod, graph, name, dataset, workdir, deadline=deadline, log=log)
+    return written
