@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "run",
     "profile",
     "train-cost-model",
+    "demo",
 ]
 
 

@@ -88,6 +88,18 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray]) -> tuple[boo
     return ok, diff
 
 
+def coordinator_latencies(cluster: Cluster, state: testbed.ClusterState | None) -> list[float]:
+    """Seconds the coordinator adds per transfer to each device: the link latency on an emulated
+    device whose kernel cannot delay packets (no netem), else 0."""
+    if state is None:
+        return [d.link.latency_ms / 1e3 if cluster.emulate else 0.0 for d in cluster.devices]
+    out = []
+    for device in cluster.devices:
+        running = state.device(device.name)
+        out.append(0.0 if running.kernel_latency or not state.emulated else device.link.latency_ms / 1e3)
+    return out
+
+
 def run_plan(mod: tvm.IRModule, graph: OpGraph, plan: Plan, cluster: Cluster, state: testbed.ClusterState,
              inputs: list[np.ndarray], workdir: Path, model: str, repeat: int = 5, timeout_s: float = 300.0,
              log=print) -> RunReport:
@@ -102,8 +114,7 @@ def run_plan(mod: tvm.IRModule, graph: OpGraph, plan: Plan, cluster: Cluster, st
         if path is None:
             runners.append(None)
             continue
-        dev_state = state.device(device.name)
-        latency = 0.0 if dev_state.kernel_latency or not state.emulated else device.link.latency_ms / 1e3
+        latency = coordinator_latencies(cluster, state)[cluster.devices.index(device)]
         runner = RemoteRunner(device.name, testbed.connect(state, device.name), latency)
         testbed.reset_peak_memory(state, device.name)
         idle[device.name] = testbed.device_memory_usage(state, device.name)

@@ -51,6 +51,7 @@ class GAConfig:
     tournament: int = 2
     seed: int = 0
     patience: int | None = None  # stop after this many generations without improvement
+    polish: bool = True  # merge neighbouring runs of the best chromosome while that helps
 
     def validate(self) -> None:
         if self.population < 4 or self.generations < 1:
@@ -168,6 +169,12 @@ def _mutate(dims, shares, problem, config, rng):
             dims[i + 1], shares[i + 1] = dims[i], shares[i]
         else:
             dims[i], shares[i] = dims[i + 1], shares[i + 1]
+    # Give a whole stretch one gene: a long segment, or a stretch run by one device.
+    if n > 1 and rng.random() < 0.2:
+        lo, hi = np.sort(rng.choice(np.arange(n + 1), size=2, replace=False))
+        k = int(rng.integers(lo, hi))
+        dims[lo:hi] = np.where(problem.allowed_dims[lo:hi, dims[k]], dims[k], DIM_NONE)
+        shares[lo:hi] = shares[k]
     # Occasionally move a whole run to one device (memory relief for one device, speed for another).
     if rng.random() < 0.1:
         lo, hi = np.sort(rng.choice(np.arange(n + 1), size=2, replace=False))
@@ -186,6 +193,39 @@ def _tournament(latency, violation, k, count, rng) -> np.ndarray:
         take = better(latency[challenger], violation[challenger], latency[winners], violation[winners])
         winners = np.where(take, challenger, winners)
     return winners
+
+
+def _runs(dims: np.ndarray, shares: np.ndarray) -> list[tuple[int, int]]:
+    """Maximal stretches of equal genes (the segments a plan will form, roughly)."""
+    n = dims.shape[0]
+    starts = [0] + [i for i in range(1, n) if dims[i] != dims[i - 1] or not np.allclose(shares[i], shares[i - 1])]
+    return list(zip(starts, starts[1:] + [n]))
+
+
+def polish(problem: PartitionProblem, dims: np.ndarray, shares: np.ndarray, latency: float, violation: float,
+           max_passes: int = 4):
+    """Local search on one chromosome: give a run its neighbour's gene (merging two segments)
+    while that helps under Deb's rules. Returns (dims, shares, latency, violation, evaluations)."""
+    evaluations = 0
+    for _ in range(max_passes):
+        runs = _runs(dims, shares)
+        if len(runs) < 2:
+            break
+        candidates_d, candidates_s = [], []
+        for (a_lo, a_hi), (b_lo, b_hi) in zip(runs[:-1], runs[1:]):
+            for (lo, hi), src in (((b_lo, b_hi), a_lo), ((a_lo, a_hi), b_lo)):
+                d, sh = dims.copy(), shares.copy()
+                d[lo:hi] = np.where(problem.allowed_dims[lo:hi, dims[src]], dims[src], DIM_NONE)
+                sh[lo:hi] = shares[src]
+                candidates_d.append(d)
+                candidates_s.append(sh)
+        c_lat, c_vio = _evaluate(problem, np.array(candidates_d), np.array(candidates_s))
+        evaluations += len(candidates_d)
+        top = rank(c_lat, c_vio)[0]
+        if not better(c_lat[top], c_vio[top], latency, violation):
+            break
+        dims, shares, latency, violation = candidates_d[top], candidates_s[top], float(c_lat[top]), float(c_vio[top])
+    return dims, shares, latency, violation, evaluations
 
 
 def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
@@ -249,6 +289,9 @@ def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
             progress(stats)
         if config.patience is not None and stale >= config.patience:
             break
+    if config.polish:
+        best_dims, best_shares, best_lat, best_vio, extra = polish(problem, best_dims, best_shares, best_lat, best_vio)
+        evaluations += extra
     return GAResult(best_dims, best_shares, best_lat, best_vio, tuple(history), evaluations)
 
 

@@ -372,13 +372,30 @@ def sliced_weight_bytes(graph: OpGraph, node: Node, dim: str, lo: int, hi: int) 
     return total
 
 
-def device_memory(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None) -> tuple[int, ...]:
-    """Per device: bytes of its weight slices + the largest activation footprint of its segments.
+def segment_peak_bytes(graph: OpGraph, seg: Segment, device: int) -> int:
+    """Liveness peak of one device's function for `seg`: its input regions for the whole call,
+    each intermediate from its operator until its last reader in the segment, and the outputs it
+    returns until the end (views take no storage)."""
+    held = sum(region_bytes(graph, t, r) for t, r in seg.input_regions[device].items())
+    last_use = {}
+    for i, name in enumerate(seg.nodes):
+        for t in graph.node_by_name[name].inputs:
+            last_use[t] = i
+    returned = set(seg.outputs)
+    live: dict[str, int] = {}
+    peak = held
+    for i, name in enumerate(seg.nodes):
+        for t in graph.node_by_name[name].outputs:
+            if graph.tensors[t].view_of is None:
+                live[t] = region_bytes(graph, t, seg.node_regions[device][name])
+        peak = max(peak, held + sum(live.values()))
+        for t in [t for t in live if t not in returned and last_use.get(t, -1) <= i]:
+            del live[t]
+    return peak
 
-    A segment's footprint on a device is what its function holds at once: the input regions it
-    receives, every intermediate it computes and the output regions it returns (an upper bound
-    of that function's liveness peak, kept simple because the runtime allocates the same way).
-    """
+
+def device_memory(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None) -> tuple[int, ...]:
+    """Per device: bytes of its weight slices + the largest liveness peak of its segments."""
     segs = segments(graph, plan) if segs is None else segs
     n = len(plan.devices)
     weights, peak = [0] * n, [0] * n
@@ -386,14 +403,10 @@ def device_memory(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None)
         for d in range(n):
             if not seg.active(d):
                 continue
-            acts = sum(region_bytes(graph, t, r) for t, r in seg.input_regions[d].items())
             for name in seg.nodes:
-                node = graph.node_by_name[name]
-                axis, lo, hi = seg.node_regions[d][name]
-                for t in node.outputs:
-                    acts += region_bytes(graph, t, seg.node_regions[d][name])
-                weights[d] += sliced_weight_bytes(graph, node, seg.dim, lo, hi)
-            peak[d] = max(peak[d], acts)
+                _, lo, hi = seg.node_regions[d][name]
+                weights[d] += sliced_weight_bytes(graph, graph.node_by_name[name], seg.dim, lo, hi)
+            peak[d] = max(peak[d], segment_peak_bytes(graph, seg, d))
     return tuple(w + p for w, p in zip(weights, peak))
 
 

@@ -158,10 +158,11 @@ def random_search(evaluator: PlanEvaluator, evaluations: int, seed: int = 0) -> 
 
 
 def geneflow_plan(evaluator: PlanEvaluator, config=None, progress=None) -> tuple[Plan, object]:
-    """GenEFlow seeded with the baselines (so it is never worse than the best of them)."""
+    """GenEFlow seeded with the baselines, greedy included (so it is never worse than the best of them)."""
     from .geneflow import GAConfig, PartitionProblem, run_geneflow
 
-    seeds = tuple(evaluator.genes_of(p) for p in baseline_plans(evaluator.graph, evaluator.cluster, evaluator.order).values())
+    plans = [*baseline_plans(evaluator.graph, evaluator.cluster, evaluator.order).values(), greedy_per_operator(evaluator)]
+    seeds = tuple(evaluator.genes_of(p) for p in plans)
     problem = PartitionProblem(evaluator.allowed, len(evaluator.devices), evaluator.evaluate_population, seeds)
     result = run_geneflow(problem, config or GAConfig(), progress)
     return evaluator.plan_from(result.dims, result.shares), result
@@ -173,3 +174,50 @@ def infeasible_error(evaluator: PlanEvaluator, plan: Plan, score: PlanScore) -> 
                       for name, m, b in zip(evaluator.devices, score.memory_bytes, evaluator.budgets))
     return MnovaError(f"no plan meets the memory budgets; the closest plan found needs {needs}: raise those "
                       f"budgets to at least that, or add devices")
+
+
+STRATEGIES = ("geneflow", "greedy", "random", "height", "channel", "single")
+
+
+def plan_with(strategy: str, evaluator: PlanEvaluator, config=None, progress=None,
+              random_evaluations: int | None = None) -> PlannerResult:
+    """Run one planner; `strategy` is one of STRATEGIES (single may name a device: single:NAME)."""
+    import time
+
+    kind, _, device = strategy.partition(":")
+    if kind not in STRATEGIES:
+        raise MnovaError(f"unknown strategy {strategy!r}: use one of {', '.join(STRATEGIES)}")
+    graph, cluster, order = evaluator.graph, evaluator.cluster, evaluator.order
+    start, before = time.perf_counter(), evaluator.evaluations
+    history = ()
+    if kind == "geneflow":
+        plan, result = geneflow_plan(evaluator, config, progress)
+        history = result.history
+    elif kind == "greedy":
+        plan = greedy_per_operator(evaluator)
+    elif kind == "random":
+        plan = random_search(evaluator, random_evaluations or 1000)
+    elif kind in ("height", "channel"):
+        plan = proportional(graph, cluster, kind, order)
+    elif device:
+        plan = single_device(graph, cluster, device, order)
+    else:  # the fastest single device whose budget the plan meets, else the fastest
+        scored = [(evaluator.score(single_device(graph, cluster, d.name, order)), d.name) for d in cluster.devices]
+        feasible = [(s.latency_s, name) for s, name in scored if s.feasible]
+        name = min(feasible)[1] if feasible else min((s.latency_s, name) for s, name in scored)[1]
+        plan = single_device(graph, cluster, name, order)
+        strategy = f"single:{name}"
+    seconds = time.perf_counter() - start
+    score = evaluator.score(plan)
+    return PlannerResult(strategy, plan, score, seconds, evaluator.evaluations - before, history)
+
+
+def compare_planners(evaluator: PlanEvaluator, config=None, progress=None) -> list[PlannerResult]:
+    """GenEFlow and every baseline under the same cost model; random search gets as many
+    evaluations as GenEFlow used."""
+    ga = plan_with("geneflow", evaluator, config, progress)
+    results = [ga]
+    for strategy in ("single", "height", "channel", "greedy"):
+        results.append(plan_with(strategy, evaluator))
+    results.append(plan_with("random", evaluator, random_evaluations=ga.evaluations))
+    return results

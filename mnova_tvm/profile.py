@@ -164,7 +164,8 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
             _append(dataset, batch)
             written += len(batch)
             batch = []
-            log(f"[{kind}] {model}: {i + 1}/{len(jobs)} slices ({time.monotonic() - started:.0f} s)")
+            if (i + 1) % 200 < 25 or i == len(jobs) - 1:
+                log(f"[{kind}] {model}: {i + 1}/{len(jobs)} slices ({time.monotonic() - started:.0f} s)")
     _append(dataset, batch)
     return written + len(batch)
 
@@ -210,8 +211,11 @@ def profile_link(state: testbed.ClusterState, device: Device, dataset: Path, rep
 
 
 def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Sequence[tuple[str, tvm.IRModule]],
-                    dataset: Path, workdir: Path, budget_s: float | None = None, links: bool = True, log=print) -> int:
-    """Profile each device kind of `cluster` once (on its first device) on `models`, then every link."""
+                    dataset: Path, workdir: Path, budget_s: float | None = None, links: bool = True,
+                    quick: bool = False, log=print) -> int:
+    """Profile each device kind of `cluster` once (on its first device) on `models`, then every link.
+
+    `quick` times each slice twice without a minimum duration (about 10x faster, noisier)."""
     from .graph import from_relax
     from .runtime import prepare
 
@@ -230,5 +234,30 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
         mod = prepare(mod)
         graph = from_relax(mod, name)
         for kind, device in kinds.items():
-            written += profile_device(state, device, mod, graph, name, dataset, workdir, deadline=deadline, log=log)
+            written += profile_device(state, device, mod, graph, name, dataset, workdir,
+                                      repeat=2 if quick else 3, min_repeat_ms=0 if quick else 20,
+                                      deadline=deadline, log=log)
     return written
+
+
+def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequence[tuple[str, tvm.IRModule]],
+                   path: Path, workdir: Path, log=print):
+    """The cost model at `path` if it knows every device kind and link of `cluster`; otherwise a
+    quick profile of `models` on the cluster (dataset beside `path`) and a fresh fit."""
+    from .costmodel import CostModel, train
+
+    path = Path(path)
+    kinds = {device_kind(d) for d in cluster.devices}
+    if path.exists():
+        model = CostModel.load(path)
+        if kinds <= set(model.kinds) and {d.name for d in cluster.devices} <= set(model.links):
+            return model
+        log(f"cost model {path} lacks some device kinds or links of {cluster.name}: profiling")
+    dataset = path.with_suffix(".jsonl")
+    log(f"quick profile of {', '.join(n for n, _ in models)} on {cluster.name} (dataset {dataset})")
+    profile_cluster(cluster, state, models, dataset, workdir, quick=True, log=log)
+    rows, links = read_dataset(dataset)
+    model = train(rows, links, log=log)
+    model.save(path)
+    log(f"cost model written to {path}")
+    return model

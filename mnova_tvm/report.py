@@ -97,3 +97,28 @@ def plot_run(report, path, budgets_title: str = "") -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
     plt.close(fig)
+
+
+def plot_convergence(history, baselines: dict[str, float], path, title: str) -> None:
+    """GenEFlow's best predicted latency per generation, with the baselines as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    gens = [h.generation for h in history]
+    best = [1e3 * h.best_latency if h.best_latency != float("inf") else float("nan") for h in history]
+    ax.plot(gens, best, label="GenEFlow best (feasible)", color="black", linewidth=2)
+    for i, (label, seconds) in enumerate(sorted(baselines.items(), key=lambda kv: kv[1])):
+        ax.axhline(1e3 * seconds, linestyle="--", color=f"C{i}", label=f"{label} {1e3 * seconds:.0f} ms")
+    ax.set_xlabel("generation")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)

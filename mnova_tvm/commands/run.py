@@ -11,12 +11,15 @@ from .. import cluster as testbed
 from .. import frontend
 from ..deploy import run_plan
 from ..errors import MnovaError
+from ..geneflow import GAConfig
+from ..pipeline import main_job
 from ..graph import from_relax
 from ..partition import Plan
 from ..report import mib, plot_run
 from ..runtime import prepare
 from ..targets import load_cluster
 from ._io import atomic_path, write_json
+from .plan import planner_table
 from .model_args import add_model_arguments, load_from_args
 
 
@@ -30,6 +33,9 @@ def register(sub) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed inferences after one warm-up (default 5)")
     parser.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     parser.add_argument("--plot", metavar="FILE.png", help="timeline of one inference and memory per device")
+    parser.add_argument("--cost-model", default=None, help="cost model for planning (default: the cluster's; profiled if missing)")
+    parser.add_argument("--compare", action="store_true", help="also plan and run the baselines (single device, height, channel, greedy, random)")
+    parser.add_argument("--generations", type=int, default=60, help="GenEFlow generations (default 60)")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a device may take per segment")
     parser.add_argument("--state", default=None, help="cluster state directory (as for mnova cluster)")
     parser.add_argument("--plain", action="store_true", help="if the command starts the cluster, do not emulate")
@@ -73,24 +79,50 @@ def run(args) -> int:
     mod = prepare(mod)
     graph = from_relax(mod, name)
     inputs = _inputs(args, mod)
-    if args.plan is None:
-        raise MnovaError("give --plan PLAN.json (make one with `mnova plan`)")
-    plan = Plan.load(args.plan, graph)
-    missing = [d for d in plan.devices if d not in {dev.name for dev in cluster.devices}]
-    if missing:
-        raise MnovaError(f"plan devices {', '.join(missing)} are not in cluster {cluster.name}")
+    plan = Plan.load(args.plan, graph) if args.plan else None
+    if plan is not None:
+        missing = [d for d in plan.devices if d not in {dev.name for dev in cluster.devices}]
+        if missing:
+            raise MnovaError(f"plan devices {', '.join(missing)} are not in cluster {cluster.name}")
     state_dir = Path(args.state) if args.state else None
     with tempfile.TemporaryDirectory(prefix="mnova-run-") as workdir, \
             testbed.LocalCluster(cluster, state_dir, emulate=False if args.plain else None) as state:
-        report = run_plan(mod, graph, plan, cluster, state, inputs, Path(workdir), name, args.repeat, args.timeout)
-    print_report(report)
+        if plan is not None:
+            reports = {"plan": run_plan(mod, graph, plan, cluster, state, inputs, Path(workdir), name, args.repeat, args.timeout)}
+            job = None
+        else:
+            measure = ("geneflow", "single", "height", "channel", "greedy", "random") if args.compare else ("geneflow",)
+            job = main_job(name, mod, cluster, state, Path(workdir), Path(args.cost_model) if args.cost_model else None,
+                           compare=args.compare, measure=measure, ga_config=GAConfig(generations=args.generations),
+                           repeat=args.repeat, inputs=inputs)
+            reports = job.runs
+    if job is not None:
+        print("\n".join(planner_table(job.planners)))
+    for label, report in reports.items():
+        print(f"--- {label}")
+        print_report(report)
+    if job is not None and len(reports) > 1:
+        print("\n".join(measured_table(job)))
+    report = next(iter(reports.values()))  # the given plan, or GenEFlow's
     if args.output:
         with atomic_path(args.output) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, report.outputs[0])
     if args.report:
-        write_json(args.report, report.to_json())
+        write_json(args.report, {label: r.to_json() for label, r in reports.items()} if len(reports) > 1 else report.to_json())
     if args.plot:
         plot_run(report, args.plot)
         print(f"plot written to {args.plot}")
-    return 0 if report.matches else 1
+    return 0 if all(r.matches for r in reports.values()) else 1
+
+
+def measured_table(job) -> list[str]:
+    """Measured latency of every plan that ran, against the best single device that fits."""
+    single = [r for label, r in job.runs.items() if label.startswith("single")]
+    lines = [f"{'plan':22s} {'predicted ms':>12s} {'measured ms':>11s} {'vs single':>9s} {'output':>7s}"]
+    predicted = {p.name: p.score.latency_s for p in job.planners}
+    for label, r in job.runs.items():
+        versus = f"{100 * (1 - r.median_ms / single[0].median_ms):+.1f}%" if single else "-"
+        lines.append(f"{label:22s} {1e3 * predicted[label]:12.1f} {r.median_ms:11.1f} {versus:>9s} "
+                     f"{'ok' if r.matches else 'WRONG':>7s}")
+    return lines

@@ -1,0 +1,171 @@
+"""Cost model and planners on synthetic latencies (no devices), and profiling over RPC."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mnova_tvm import cluster as testbed
+from mnova_tvm import frontend
+from mnova_tvm.costmodel import FEATURES, CostModel, LinkFit, evaluate, fit_link, plan_latency, split_by_shape, train
+from mnova_tvm.errors import MnovaError
+from mnova_tvm.geneflow import GAConfig
+from mnova_tvm.graph import from_relax
+from mnova_tvm.partition import device_memory, segments, single_device_plan
+from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
+from mnova_tvm.profile import device_kind, jobs_for, job_features, profile_cluster, read_dataset
+from mnova_tvm.runtime import prepare
+from mnova_tvm.targets import load_cluster
+from onnx_models import edge_cnn
+
+SPEED = {"host@1cpu": 1.0, "host@0.6cpu": 0.6, "host@0.35cpu": 0.35, "host@0.25cpu": 0.25}
+
+
+def synthetic_latency(features, kind):
+    flops = 2 ** features[FEATURES.index("flops_log")] - 1
+    moved = 2 ** features[FEATURES.index("in_bytes_log")] + 2 ** features[FEATURES.index("out_bytes_log")]
+    return (2e-5 + flops / 2e9 + moved / 4e9) / SPEED[kind]
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return from_relax(prepare(frontend.load_model(edge_cnn(size=35))), "edge")
+
+
+@pytest.fixture(scope="module")
+def rows(graph):
+    out = []
+    for kind in SPEED:
+        for job in jobs_for(graph, fractions=(0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)):
+            feats = job_features(graph, job)
+            out.append({"device_kind": kind, "model": "edge", "node": job.node, "latency_s": synthetic_latency(feats, kind),
+                        **dict(zip(FEATURES, feats))})
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(rows):
+    cluster = load_cluster("local4")
+    fitted = CostModel(n_estimators=200).fit(rows)
+    fitted.links = {d.name: LinkFit(1e-4, 8 / (d.link.bandwidth_mbps * 1e6), 1e-4, 8 / (d.link.bandwidth_mbps * 1e6), 2e-4)
+                    for d in cluster.devices}
+    return fitted
+
+
+def test_fit_learns_held_out_shapes(rows):
+    train_rows, test_rows = split_by_shape(rows, 0.25, seed=1)
+    assert {(r["model"], r["node"]) for r in train_rows}.isdisjoint({(r["model"], r["node"]) for r in test_rows})
+    metrics = evaluate(CostModel().fit(train_rows), test_rows)
+    assert metrics["spearman"] > 0.9
+    assert metrics["mape_percent"] < 50
+
+
+def test_save_load_round_trip_and_bad_files(model, rows, tmp_path):
+    path = tmp_path / "cm.json"
+    model.save(path)
+    loaded = CostModel.load(path)
+    x = np.array([[r[f] for f in FEATURES] for r in rows[:50]])
+    kinds = [r["device_kind"] for r in rows[:50]]
+    np.testing.assert_allclose(loaded.predict(x, kinds), model.predict(x, kinds), rtol=1e-6)
+    assert loaded.links == model.links
+    data = json.loads(path.read_text())
+    data["version"] = 0
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    with pytest.raises(MnovaError, match="another version"):
+        CostModel.load(tmp_path / "old.json")
+    (tmp_path / "junk.json").write_text("junk")
+    with pytest.raises(MnovaError, match="not a cost model"):
+        CostModel.load(tmp_path / "junk.json")
+    with pytest.raises(MnovaError, match="not host@9cpu"):
+        model.predict(x[:1], ["host@9cpu"])
+
+
+def test_fit_link_recovers_the_line():
+    rows = [{"kind": k, "bytes": b, "seconds": 0.002 + b * 8 / 100e6} for k in ("send", "receive") for b in (1e3, 1e5, 1e6)]
+    rows.append({"kind": "call", "bytes": 0, "seconds": 0.0003})
+    fit = fit_link(rows)
+    assert fit.send_s == pytest.approx(0.002, rel=1e-6) and fit.send_per_byte_s == pytest.approx(8e-8, rel=1e-6)
+    with pytest.raises(MnovaError, match="call"):
+        fit_link(rows[:-1])
+
+
+def test_plan_latency_of_one_device_is_its_ops_plus_transfers(graph, model):
+    cluster = load_cluster("local4")
+    plan = single_device_plan(graph, [d.name for d in cluster.devices], 2)
+    kinds = [device_kind(d) for d in cluster.devices]
+    estimate = plan_latency(model, graph, plan, kinds, [0.005] * 4)
+    ops = model.predict(np.array([job_features(graph, j) for j in jobs_for(graph) if j.dim == "none"]), [kinds[2]] * len(graph.nodes))
+    link = model.links["slow"]
+    expected = ops.sum() + 2 * 0.005 + link.call_s + link.send(graph.tensors["input"].nbytes) + link.receive(40)
+    assert estimate.seconds == pytest.approx(expected, rel=1e-9)
+    assert estimate.device_compute_s[0] == 0
+
+
+def test_dataset_errors(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"row": "op", "device_kind": "x"}) + "\n")
+    with pytest.raises(MnovaError, match="lacks columns"):
+        read_dataset(path)
+    path.write_text("not json\n")
+    with pytest.raises(MnovaError, match="not JSON"):
+        read_dataset(path)
+    with pytest.raises(MnovaError, match="no operator rows"):
+        train([], [])
+
+
+def tight_cluster(tmp_path, budgets_mib):
+    data = json.loads(open(load_cluster("local4").path).read())
+    for device, budget in zip(data["devices"], budgets_mib):
+        device["memory_budget_bytes"] = int(budget * 2**20)
+    path = tmp_path / "tight.json"
+    path.write_text(json.dumps(data))
+    return load_cluster(str(path))
+
+
+def test_geneflow_meets_budgets_beats_baselines_and_is_deterministic(graph, model, tmp_path):
+    single = device_memory(graph, single_device_plan(graph, ["a"], 0))[0]
+    cluster = tight_cluster(tmp_path, [0.8 * single / 2**20] * 4)  # no device holds the whole model
+    config = GAConfig(population=24, generations=40, seed=3)
+    evaluator = PlanEvaluator(graph, cluster, graph.import_order, model, [0.002] * 4)
+    results = compare_planners(evaluator, config)
+    ga = results[0]
+    assert ga.score.feasible and all(m <= 0.8 * single for m in device_memory(graph, ga.plan))
+    assert all(ga.score.latency_s <= r.score.latency_s + 1e-12 for r in results if r.score.feasible)
+    assert not next(r for r in results if r.name.startswith("single")).score.feasible
+    again = plan_with("geneflow", PlanEvaluator(graph, cluster, graph.import_order, model, [0.002] * 4), config)
+    assert again.plan == ga.plan
+    assert len(ga.history) == 40 and ga.history[-1].best_latency >= ga.score.latency_s - 1e-12  # polish may only improve
+
+
+def test_infeasible_budgets_name_what_each_device_needs(graph, model, tmp_path):
+    cluster = tight_cluster(tmp_path, [0.01] * 4)
+    evaluator = PlanEvaluator(graph, cluster, graph.import_order, model, [0.002] * 4)
+    result = plan_with("geneflow", evaluator, GAConfig(population=8, generations=3))
+    assert not result.score.feasible
+    message = str(infeasible_error(evaluator, result.plan, result.score))
+    assert "no plan meets the memory budgets" in message and all(d.name in message for d in cluster.devices)
+
+
+def test_profile_over_rpc_then_train(tmp_path):
+    data = json.loads(open(load_cluster("local2").path).read())
+    data.update(name=f"pf{os.getpid() % 10000}", emulate=False)
+    for d in data["devices"]:
+        d["key"] = f"{data['name']}-{d['name']}"
+    (tmp_path / "c.json").write_text(json.dumps(data))
+    cluster = load_cluster(str(tmp_path / "c.json"))
+    dataset = tmp_path / "d.jsonl"
+    mod = frontend.load_model(edge_cnn())
+    with testbed.LocalCluster(cluster, state_dir=tmp_path / "state", log=lambda *_: None) as state:
+        profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, log=lambda *_: None)
+        first = dataset.read_text()
+        profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
+        assert dataset.read_text() == first  # resumed: nothing profiled twice
+    ops, links = read_dataset(dataset)
+    graph = from_relax(prepare(mod))
+    kinds = {device_kind(d) for d in cluster.devices}
+    assert len(ops) == len(kinds) * len(jobs_for(graph))
+    assert all(r["latency_s"] > 0 for r in ops) and {r["device"] for r in links} == {d.name for d in cluster.devices}
+    model = train(ops, links, log=lambda *_: None)
+    plan = single_device_plan(graph, [d.name for d in cluster.devices], 0)
+    assert plan_latency(model, graph, plan, [device_kind(d) for d in cluster.devices], [0, 0]).seconds > 0
