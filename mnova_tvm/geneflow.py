@@ -33,6 +33,9 @@ class PartitionProblem:
     n_devices: int
     evaluate: Evaluate
     seeds: tuple[tuple[np.ndarray, np.ndarray], ...] = ()  # chromosomes put in generation 0
+    # canonical(dims, shares) -> (dims, shares): the genes snapped to what they decode to (whole
+    # rows/channels, one owner for none), so equal plans have equal genes (Lamarckian repair)
+    canonical: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
     @property
     def n_ops(self) -> int:
@@ -51,6 +54,7 @@ class GAConfig:
     tournament: int = 2
     seed: int = 0
     patience: int | None = None  # stop after this many generations without improvement
+    oversample: int = 4  # generation 0 draws this many times the population and keeps the best
     polish: bool = True  # merge neighbouring runs of the best chromosome while that helps
 
     def validate(self) -> None:
@@ -125,6 +129,14 @@ def random_population(problem: PartitionProblem, size: int, rng: np.random.Gener
     dims = np.empty((size, n), dtype=np.int8)
     shares = np.empty((size, n, d))
     for i in range(size):
+        if i % 3 == 2:  # a pipeline: a few stretches, each whole on one device
+            runs = int(rng.integers(1, min(n, 2 * d) + 1))
+            cuts = np.sort(rng.choice(np.arange(1, n), size=min(runs - 1, n - 1), replace=False)) if n > 1 else []
+            bounds = [0, *cuts, n]
+            for lo, hi in zip(bounds[:-1], bounds[1:]):
+                dims[i, lo:hi] = DIM_NONE
+                shares[i, lo:hi] = np.eye(d)[int(rng.integers(0, d))]
+            continue
         runs = max(1, int(rng.integers(1, max(2, n // 4) + 1)))
         cuts = np.sort(rng.choice(np.arange(1, n), size=min(runs - 1, n - 1), replace=False)) if n > 1 else []
         bounds = [0, *cuts, n]
@@ -203,9 +215,10 @@ def _runs(dims: np.ndarray, shares: np.ndarray) -> list[tuple[int, int]]:
 
 
 def polish(problem: PartitionProblem, dims: np.ndarray, shares: np.ndarray, latency: float, violation: float,
-           max_passes: int = 4):
-    """Local search on one chromosome: give a run its neighbour's gene (merging two segments)
-    while that helps under Deb's rules. Returns (dims, shares, latency, violation, evaluations)."""
+           max_passes: int = 20):
+    """Local search on one chromosome, while it helps under Deb's rules: give a run (or a few
+    operators at its edge) its neighbour's gene, merging segments or moving a boundary; or
+    rebalance a split run's proportions (drop a device, move a tenth between two). Returns (dims, shares, latency, violation, evaluations)."""
     evaluations = 0
     for _ in range(max_passes):
         runs = _runs(dims, shares)
@@ -213,12 +226,42 @@ def polish(problem: PartitionProblem, dims: np.ndarray, shares: np.ndarray, late
             break
         candidates_d, candidates_s = [], []
         for (a_lo, a_hi), (b_lo, b_hi) in zip(runs[:-1], runs[1:]):
-            for (lo, hi), src in (((b_lo, b_hi), a_lo), ((a_lo, a_hi), b_lo)):
+            # merge one run into its neighbour, or move their boundary by a few operators
+            moves = [((b_lo, b_hi), a_lo), ((a_lo, a_hi), b_lo)]
+            for step in (1, 2, 4, 8):
+                if b_lo + step < b_hi:
+                    moves.append(((b_lo, b_lo + step), a_lo))
+                if b_lo - step > a_lo:
+                    moves.append(((b_lo - step, b_lo), b_lo))
+            for (lo, hi), src in moves:
                 d, sh = dims.copy(), shares.copy()
                 d[lo:hi] = np.where(problem.allowed_dims[lo:hi, dims[src]], dims[src], DIM_NONE)
                 sh[lo:hi] = shares[src]
                 candidates_d.append(d)
                 candidates_s.append(sh)
+        for lo, hi in runs:  # rebalance a split run: drop a device, or move a share between two
+            if dims[lo] == DIM_NONE:
+                continue
+            base = shares[lo]
+            options = []
+            for a in range(problem.n_devices):
+                if base[a] > 0:
+                    dropped = base.copy()
+                    dropped[a] = 0
+                    options.append(dropped)
+                for b in range(problem.n_devices):
+                    if a != b and base[a] > 0:
+                        moved = base.copy()
+                        step = min(base[a], 0.1)
+                        moved[a] -= step
+                        moved[b] += step
+                        options.append(moved)
+            for option in options:
+                if option.sum() > 0:
+                    sh = shares.copy()
+                    sh[lo:hi] = option / option.sum()
+                    candidates_d.append(dims.copy())
+                    candidates_s.append(sh)
         c_lat, c_vio = _evaluate(problem, np.array(candidates_d), np.array(candidates_s))
         evaluations += len(candidates_d)
         top = rank(c_lat, c_vio)[0]
@@ -237,12 +280,15 @@ def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
     if not problem.allowed_dims[:, DIM_NONE].all():
         raise ValueError("every operator must allow dimension none")
     rng = np.random.default_rng(config.seed)
-    dims, shares = random_population(problem, config.population, rng)
-    for i, (seed_dims, seed_shares) in enumerate(problem.seeds[: config.population]):
+    drawn = config.population * max(1, config.oversample)
+    dims, shares = random_population(problem, drawn, rng)
+    for i, (seed_dims, seed_shares) in enumerate(problem.seeds[:drawn]):
         dims[i] = _repair(np.asarray(seed_dims, dtype=np.int8), problem.allowed_dims)
         shares[i] = _normalise(np.asarray(seed_shares, dtype=float))
     latency, violation = _evaluate(problem, dims, shares)
-    evaluations = config.population
+    evaluations = drawn
+    keep = rank(latency, violation)[: config.population]
+    dims, shares, latency, violation = dims[keep], shares[keep], latency[keep], violation[keep]
     history = []
     best = rank(latency, violation)[0]
     best_dims, best_shares = dims[best].copy(), shares[best].copy()
@@ -296,6 +342,8 @@ def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
 
 
 def _evaluate(problem, dims, shares):
+    if problem.canonical is not None:  # in place: the population keeps the snapped genes
+        dims[:], shares[:] = problem.canonical(dims, shares)
     latency, violation = problem.evaluate(dims, shares)
     latency = np.asarray(latency, dtype=float)
     violation = np.asarray(violation, dtype=float)

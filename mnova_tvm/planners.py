@@ -84,6 +84,11 @@ class PlanEvaluator:
         shares = np.array([np.asarray(plan.ops[n].shares, float) / max(sum(plan.ops[n].shares), 1) for n in self.order])
         return dims, shares
 
+    def canonical(self, dims: np.ndarray, shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Genes snapped to the plans they decode to."""
+        pairs = [self.genes_of(self.plan_from(d, s)) for d, s in zip(dims, shares)]
+        return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
+
     def score(self, plan: Plan) -> PlanScore:
         from .costmodel import plan_latency
 
@@ -163,7 +168,8 @@ def geneflow_plan(evaluator: PlanEvaluator, config=None, progress=None) -> tuple
 
     plans = [*baseline_plans(evaluator.graph, evaluator.cluster, evaluator.order).values(), greedy_per_operator(evaluator)]
     seeds = tuple(evaluator.genes_of(p) for p in plans)
-    problem = PartitionProblem(evaluator.allowed, len(evaluator.devices), evaluator.evaluate_population, seeds)
+    problem = PartitionProblem(evaluator.allowed, len(evaluator.devices), evaluator.evaluate_population, seeds,
+                               evaluator.canonical)
     result = run_geneflow(problem, config or GAConfig(), progress)
     return evaluator.plan_from(result.dims, result.shares), result
 
