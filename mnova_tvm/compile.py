@@ -18,9 +18,11 @@ from .targets import Board
 from .transform import lowering_pipeline
 
 
-def relax_pipeline(order="btsearch", plan_memory: str = "arena", fuse: bool = True):
-    """The Relax pipeline used to build for a board (see transform.lowering_pipeline)."""
-    return lowering_pipeline(order=order, plan_memory=plan_memory, fuse=fuse)
+def relax_pipeline(order="btsearch", plan_memory: str = "arena", fuse: bool = True, board: Board | None = None):
+    """The Relax pipeline used to build for a board (see transform.lowering_pipeline): with a
+    board, every kernel gets the default CPU schedule for its target (kernels.py)."""
+    return lowering_pipeline(order=order, plan_memory=plan_memory, fuse=fuse,
+                             schedule_target=board.tvm_target() if board is not None else None)
 
 
 def _fcompile(board: Board):
@@ -36,7 +38,7 @@ def _fcompile(board: Board):
 
 def build(mod: tvm.IRModule, board: Board, pipeline=None):
     """The compiled VM executable of `mod` for `board` (not yet exported)."""
-    pipeline = relax_pipeline() if pipeline is None else pipeline
+    pipeline = relax_pipeline(board=board) if pipeline is None else pipeline
     return tvm.compile(mod, target=board.tvm_target(), relax_pipeline=pipeline)
 
 

@@ -51,7 +51,7 @@ def main_job(name: str, mod: tvm.IRModule, cluster: Cluster, state: testbed.Clus
     graph = from_relax(mod, name)
     order = btsearch(graph).order
     model = cost_model_for(cluster, state, [(name, mod)], cost_model_path or default_cost_model_path(cluster),
-                           workdir, log)
+                           workdir, given=cost_model_path is not None, log=log)
     evaluator = PlanEvaluator(graph, cluster, order, model, coordinator_latencies(cluster, state))
 
     def progress(stats):

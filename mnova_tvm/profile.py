@@ -139,7 +139,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
         return 0
     module = build_profile_module(mod, graph, jobs)
     lib = workdir / f"profile-{model}-{kind.replace('@', '-')}.so"
-    build_for_board(module, device.board, lib, lowering_pipeline(order=None, plan_memory="tvm", fuse=True))
+    build_for_board(module, device.board, lib, lowering_pipeline(order=None, plan_memory="tvm", fuse=True, schedule_target=device.board.tvm_target()))
     session = testbed.connect(state, device.name)
     session.upload(str(lib))
     dev = session.cpu()
@@ -187,7 +187,7 @@ def profile_link(state: testbed.ClusterState, device: Device, dataset: Path, rep
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / f"ping-{device.name}.so"
-        build_for_board(bb.get(), device.board, lib, lowering_pipeline(order=None, plan_memory="tvm"))
+        build_for_board(bb.get(), device.board, lib, lowering_pipeline(order=None, plan_memory="tvm", schedule_target=device.board.tvm_target()))
         session.upload(str(lib))
         vm = relax.VirtualMachine(session.load_module(lib.name), dev)
     one = tvm.runtime.tensor(np.zeros(1, "float32"), dev)
@@ -241,23 +241,29 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
 
 
 def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequence[tuple[str, tvm.IRModule]],
-                   path: Path, workdir: Path, log=print):
-    """The cost model at `path` if it knows every device kind and link of `cluster`; otherwise a
-    quick profile of `models` on the cluster (dataset beside `path`) and a fresh fit."""
+                   path: Path, workdir: Path, given: bool = False, log=print):
+    """The cost model for planning `models` on `cluster`.
+
+    A `given` model file is used as it is if it knows every device kind and link of the cluster.
+    Otherwise the dataset beside `path` is completed by a quick profile of whatever of `models`
+    and of the links it lacks (resumable: nothing is timed twice) and the model refitted."""
     from .costmodel import CostModel, train
 
     path = Path(path)
     kinds = {device_kind(d) for d in cluster.devices}
-    if path.exists():
+    if given and path.exists():
         model = CostModel.load(path)
         if kinds <= set(model.kinds) and {d.name for d in cluster.devices} <= set(model.links):
             return model
         log(f"cost model {path} lacks some device kinds or links of {cluster.name}: profiling")
     dataset = path.with_suffix(".jsonl")
-    log(f"quick profile of {', '.join(n for n, _ in models)} on {cluster.name} (dataset {dataset})")
-    profile_cluster(cluster, state, models, dataset, workdir, quick=True, log=log)
+    _, links = read_dataset(dataset)
+    need_links = not {d.name for d in cluster.devices} <= {r["device"] for r in links}
+    written = profile_cluster(cluster, state, models, dataset, workdir, links=need_links, quick=True, log=log)
+    if not written and path.exists():
+        return CostModel.load(path)
     rows, links = read_dataset(dataset)
     model = train(rows, links, log=log)
     model.save(path)
-    log(f"cost model written to {path}")
+    log(f"cost model written to {path} ({len(rows)} operator rows)")
     return model

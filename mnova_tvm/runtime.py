@@ -372,7 +372,7 @@ def compile_plan(mod: tvm.IRModule, plan: Plan, boards: list, workdir: Path, gra
             continue
         t0 = time.perf_counter()
         path = workdir / f"{plan.devices[d]}.so"
-        build_for_board(module, board, path, lowering_pipeline(order=None, plan_memory="tvm", fuse=True))
+        build_for_board(module, board, path, lowering_pipeline(order=None, plan_memory="tvm", fuse=True, schedule_target=board.tvm_target()))
         log(f"compiled {plan.devices[d]} ({board.name}): {sum(seg.active(d) for seg in segs)} segments "
             f"in {time.perf_counter() - t0:.1f} s")
         paths.append(path)

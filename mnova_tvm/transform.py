@@ -189,11 +189,13 @@ def ArenaPlanMemory(mod, _ctx):  # noqa: N802
     return new_mod
 
 
-def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False) -> tvm.transform.Pass:
+def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False,
+                      schedule_target=None) -> tvm.transform.Pass:
     """A relax pipeline for tvm.compile: optional fusion, then the order, then our memory plan.
 
     plan_memory "arena" uses ArenaPlanMemory, "tvm" TVM's StaticPlanBlockMemory. `order` may be a
-    sequence of node names, "btsearch", or None (keep the module's order).
+    sequence of node names, "btsearch", or None (keep the module's order). With `schedule_target`
+    every kernel gets the default CPU schedule for that target (kernels.py).
     """
     if plan_memory not in ("arena", "tvm"):
         raise MnovaError(f"plan_memory must be 'arena' or 'tvm', got {plan_memory!r}")
@@ -205,7 +207,13 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
         passes.append(BTSearchOrder())
     elif order is not None:
         passes.append(ApplyOrder(order))
-    passes += lowering_passes(ArenaPlanMemory if plan_memory == "arena" else None)
+    lowering = lowering_passes(ArenaPlanMemory if plan_memory == "arena" else None)
+    if schedule_target is not None:
+        from .kernels import default_schedule_pass
+
+        legalize = next(i for i, p in enumerate(lowering) if p.info.name == "LegalizeOps")
+        lowering.insert(legalize + 1, default_schedule_pass(schedule_target))
+    passes += lowering
     return tvm.transform.Sequential(passes, name="mnova.lowering")
 
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Profile a cluster's device kinds (resuming whatever the dataset already holds) and refit the
+# XGBoost cost model.   bash scripts/retrain_cost_model.sh CLUSTER.json MODEL_OUT.json [DATASET] [MODELS...]
+set -euo pipefail
+cluster=${1:?usage: retrain_cost_model.sh CLUSTER.json MODEL_OUT.json [DATASET] [MODELS...]}
+out=${2:?usage: retrain_cost_model.sh CLUSTER.json MODEL_OUT.json [DATASET] [MODELS...]}
+dataset=${3:-$HOME/.cache/mnova/profile.jsonl}
+shift $(( $# >= 3 ? 3 : 2 ))
+models=${*:-squeezenet1_1 mobilenet_v2 resnet18}
+mnova profile --cluster "$cluster" --dataset "$dataset" --models $models
+mnova train-cost-model "$dataset" -o "$out"
