@@ -190,7 +190,8 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
         tile_loops = sch.get_loops(tile_block)[1:]
         for loop in tile_loops[:-1]:
             sch.unroll(loop)
-        sch.vectorize(tile_loops[-1])
+        if tile_loops:
+            sch.vectorize(tile_loops[-1])
 
 
 def _schedule_injective(sch, block, loops, extents, cores) -> None:
@@ -234,7 +235,7 @@ def schedule_prim_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | N
                 _schedule_reduction(trial, block, loops, extents, kinds, lanes, cores)
             else:
                 _schedule_injective(trial, block, loops, extents, cores)
-        except s_tir.ScheduleError:
+        except (s_tir.ScheduleError, RuntimeError, IndexError):  # the rule does not fit this block
             continue
         sch = trial
         changed = True
