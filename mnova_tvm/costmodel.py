@@ -111,6 +111,9 @@ class CostModel:
     seed: int = 0
     boosters: dict = field(default_factory=dict)  # kind -> xgboost.Booster
     links: dict = field(default_factory=dict)  # device name -> LinkFit
+    # kind -> factor: a whole-model run on the device over the sum of its operators' predictions
+    # (operators timed alone miss fusion, cache reuse and call overheads of the real segments)
+    calibration: dict = field(default_factory=dict)
     metadata: dict = field(default_factory=dict)
 
     @property
@@ -145,7 +148,7 @@ class CostModel:
                 raise MnovaError(f"the cost model knows device kinds {', '.join(self.kinds) or 'none'}, "
                                  f"not {kind}: profile that kind and retrain (mnova profile, mnova train-cost-model)")
             mask = kinds == kind
-            out[mask] = np.exp2(self.boosters[kind].inplace_predict(features[mask]))
+            out[mask] = np.exp2(self.boosters[kind].inplace_predict(features[mask])) * self.calibration.get(kind, 1.0)
         return out
 
     def save(self, path) -> None:
@@ -156,6 +159,7 @@ class CostModel:
             "metadata": self.metadata,
             "boosters": {k: base64.b64encode(bytes(b.save_raw("ubj"))).decode() for k, b in self.boosters.items()},
             "links": {name: vars(link) for name, link in self.links.items()},
+            "calibration": self.calibration,
         })
 
     @classmethod
@@ -179,6 +183,7 @@ class CostModel:
             booster.load_model(bytearray(base64.b64decode(raw)))
             model.boosters[kind] = booster
         model.links = {name: LinkFit(**fit) for name, fit in data.get("links", {}).items()}
+        model.calibration = {k: float(v) for k, v in data.get("calibration", {}).items()}
         return model
 
 

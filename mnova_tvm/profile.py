@@ -261,9 +261,46 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     need_links = not {d.name for d in cluster.devices} <= {r["device"] for r in links}
     written = profile_cluster(cluster, state, models, dataset, workdir, links=need_links, quick=True, log=log)
     if not written and path.exists():
-        return CostModel.load(path)
-    rows, links = read_dataset(dataset)
-    model = train(rows, links, log=log)
+        model = CostModel.load(path)
+    else:
+        rows, links = read_dataset(dataset)
+        model = train(rows, links, log=log)
+    name, mod = models[0]
+    calibrate(model, cluster, state, mod, name, workdir, log)
     model.save(path)
-    log(f"cost model written to {path} ({len(rows)} operator rows)")
+    log(f"cost model written to {path}")
     return model
+
+
+def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRModule, name: str, workdir: Path,
+              log=print, repeat: int = 5) -> None:
+    """Set each device kind's calibration factor from a whole-model run of `mod` on one device
+    of that kind: measured seconds over the sum of the operators' predictions."""
+    from .costmodel import plan_latency
+    from .graph import from_relax
+    from .partition import single_device_plan
+    from .runtime import compile_plan, prepare
+
+    mod = prepare(mod)
+    graph = from_relax(mod, name)
+    kinds: dict[str, int] = {}
+    for index, device in enumerate(cluster.devices):
+        kinds.setdefault(device_kind(device), index)
+    names = [d.name for d in cluster.devices]
+    all_kinds = [device_kind(d) for d in cluster.devices]
+    for kind, index in kinds.items():
+        device = cluster.devices[index]
+        plan = single_device_plan(graph, names, index)
+        _, segs, paths = compile_plan(mod, plan, [d.board for d in cluster.devices], workdir / f"calibrate-{index}", graph)
+        session = testbed.connect(state, device.name)
+        session.upload(str(paths[index]))
+        dev = session.cpu()
+        vm = relax.VirtualMachine(session.load_module(paths[index].name), dev)
+        args = [tvm.runtime.tensor(np.random.default_rng(0).standard_normal(graph.tensors[t].shape).astype(graph.tensors[t].dtype), dev)
+                for t in segs[0].inputs]
+        measured = _median_seconds(vm, dev, "seg0", args, repeat, 0)
+        model.calibration.pop(kind, None)
+        predicted = plan_latency(model, graph, plan, all_kinds, [0.0] * len(names), segs).device_compute_s[index]
+        model.calibration[kind] = measured / predicted
+        log(f"calibration {kind}: whole {name} {1e3 * measured:.1f} ms, operators predicted {1e3 * predicted:.1f} ms "
+            f"(factor {measured / predicted:.2f})")

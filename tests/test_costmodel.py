@@ -14,7 +14,7 @@ from mnova_tvm.geneflow import GAConfig
 from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import device_memory, segments, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
-from mnova_tvm.profile import device_kind, jobs_for, job_features, profile_cluster, read_dataset
+from mnova_tvm.profile import calibrate, device_kind, jobs_for, job_features, profile_cluster, read_dataset
 from mnova_tvm.runtime import prepare
 from mnova_tvm.targets import load_cluster
 from onnx_models import edge_cnn
@@ -162,7 +162,13 @@ def test_profile_over_rpc_then_train(tmp_path):
         first = dataset.read_text()
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
         assert dataset.read_text() == first  # resumed: nothing profiled twice
-    ops, links = read_dataset(dataset)
+        ops, links = read_dataset(dataset)
+        model = train(ops, links, log=lambda *_: None)
+        calibrate(model, cluster, state, mod, "edge", tmp_path, log=lambda *_: None)
+    assert set(model.calibration) == {device_kind(d) for d in cluster.devices}
+    assert all(0.05 < f < 20 for f in model.calibration.values())
+    model.save(tmp_path / "cm.json")
+    assert CostModel.load(tmp_path / "cm.json").calibration == model.calibration
     graph = from_relax(prepare(mod))
     kinds = {device_kind(d) for d in cluster.devices}
     assert len(ops) == len(kinds) * len(jobs_for(graph))
