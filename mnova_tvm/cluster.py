@@ -162,10 +162,22 @@ def _shape(device_cmd: list[str], dev: str, device: Device) -> bool:
     return False
 
 
+def _free_subnet(start: int) -> str:
+    """The first 10.77.N (from N = start, wrapping) that no route on this machine uses yet, so
+    two clusters up at once never share a device subnet."""
+    routes = subprocess.run(["ip", "-4", "route"], capture_output=True, text=True).stdout
+    used = {int(part.split(".")[2]) for part in routes.split() if part.startswith("10.77.")}
+    for step in range(250):
+        octet = (start + step) % 250
+        if octet not in used:
+            return f"10.77.{octet}"
+    raise MnovaError("no free 10.77.N.0/30 subnet left for an emulated device; stop other clusters first")
+
+
 def _setup_emulated_device(cluster: Cluster, index: int, device: Device) -> dict:
     tag = f"mnova-{_short(cluster.name)}-{index}"
     veth_host, veth_dev = f"mnv{_short(cluster.name)}{index}h", f"mnv{_short(cluster.name)}{index}d"
-    subnet = f"10.77.{int(_short(cluster.name), 16) % 200 + index}"
+    subnet = _free_subnet(int(_short(cluster.name), 16) % 250 + index)
     host_ip, dev_ip = f"{subnet}.1", f"{subnet}.2"
     created = DeviceState(device.name, device.key, 0, dev_ip, namespace=tag, cgroup=tag, veth_host=veth_host)
     try:
