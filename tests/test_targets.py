@@ -47,6 +47,20 @@ def test_compile_cli(tmp_path, capsys):
     assert not (tmp_path / "x.so").exists()
 
 
+def test_compile_one_device_part_of_a_plan(tmp_path, capsys):
+    plan = tmp_path / "plan.json"
+    assert main(["plan", "squeezenet1_1", "--input-size", "48", "--cluster", "home4", "--strategy", "channel",
+                 "-o", str(plan)]) == 0
+    device = json.loads(plan.read_text())["devices"][2]
+    out = tmp_path / "part.so"
+    assert main(["compile", "--board", "rpi3b", "squeezenet1_1", "--input-size", "48", "--plan", str(plan),
+                 "--device", device, "-o", str(out)]) == 0
+    assert elf_architecture(out) == ("arm", 32)
+    assert main(["compile", "--board", "rpi3b", "squeezenet1_1", "--input-size", "48", "--plan", str(plan),
+                 "--device", "nope", "-o", str(tmp_path / "y.so")]) == 2
+    assert "--device must name one of" in capsys.readouterr().err
+
+
 def write(tmp_path, data):
     path = tmp_path / "c.json"
     path.write_text(data if isinstance(data, str) else json.dumps(data))
