@@ -64,7 +64,7 @@ def print_report(report) -> None:
     check = "matches" if report.matches else "DOES NOT MATCH"
     print(f"output {check} single-device TVM (max |diff| {report.max_abs_diff:.2e}, rtol 1e-5)")
     print(f"end-to-end latency: median {report.median_ms:.1f} ms over {len(report.latencies_ms)} runs "
-          f"(single device on this machine, no limits: {report.reference_ms:.1f} ms)")
+          f"(reference: TVM default build, one device, no limits: {report.reference_ms:.1f} ms)")
     print(f"{'device':8s} {'board':16s} {'segs':>4s} {'compute ms':>10s} {'wire ms':>8s} {'sent MiB':>8s} "
           f"{'recv MiB':>8s} {'planned MiB':>11s} {'peak-idle MiB':>13s} {'budget MiB':>10s}")
     for d in report.devices:
