@@ -137,37 +137,69 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
     if not jobs:
         log(f"[{kind}] {model}: already profiled")
         return 0
-    module = build_profile_module(mod, graph, jobs)
-    lib = workdir / f"profile-{model}-{kind.replace('@', '-')}.so"
-    build_for_board(module, device.board, lib, lowering_pipeline(order=None, plan_memory="tvm", fuse=True, schedule_target=device.board.tvm_target()))
-    session = testbed.connect(state, device.name)
-    session.upload(str(lib))
-    dev = session.cpu()
-    vm = relax.VirtualMachine(session.load_module(lib.name), dev)
     rng = np.random.default_rng(0)
-    written, batch, started = 0, [], time.monotonic()
+    written, started, timed = 0, time.monotonic(), 0
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    for i, job in enumerate(jobs):
-        if deadline is not None and time.monotonic() > deadline:
-            log(f"[{kind}] {model}: time budget reached after {i} of {len(jobs)} slices (rerun to resume)")
+    for number, chunk in enumerate(_chunks(graph, jobs)):
+        module = build_profile_module(mod, graph, chunk)
+        lib = workdir / f"profile-{model}-{kind.replace('@', '-')}-{number}.so"
+        build_for_board(module, device.board, lib, lowering_pipeline(order=None, plan_memory="tvm", fuse=True,
+                                                                     schedule_target=device.board.tvm_target()))
+        rows = []
+        try:
+            session = testbed.connect(state, device.name)
+            session.upload(str(lib))
+            dev = session.cpu()
+            vm = relax.VirtualMachine(session.load_module(lib.name), dev)
+            for i, job in enumerate(chunk):
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
+                        for p in module[f"p{i}"].params]
+                seconds = _median_seconds(vm, dev, f"p{i}", args, repeat, min_repeat_ms)
+                rows.append({"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
+                             "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units,
+                             "total_units": job.total_units, **dict(zip(FEATURES, job_features(graph, job))),
+                             "latency_s": seconds, "repeats": repeat})
+        except MnovaError:
+            raise
+        except Exception as err:
+            _append(dataset, rows)  # what was timed stays: a rerun resumes after it
+            raise MnovaError(f"device {device.name} stopped answering while profiling {model} "
+                             f"({str(err).strip().splitlines()[-1]}); its memory limit or a crash? see its log, "
+                             f"restart the cluster and rerun to resume") from None
+        finally:
+            lib.unlink(missing_ok=True)
+        _append(dataset, rows)
+        written += len(rows)
+        timed += len(rows)
+        log(f"[{kind}] {model}: {timed}/{len(jobs)} slices ({time.monotonic() - started:.0f} s)")
+        if len(rows) < len(chunk):
+            log(f"[{kind}] {model}: time budget reached after {timed} of {len(jobs)} slices (rerun to resume)")
             break
-        params = module[f"p{i}"].params
-        args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
-                for p in params]
-        seconds = _median_seconds(vm, dev, f"p{i}", args, repeat, min_repeat_ms)
+    return written
+
+
+# Constants of one profiling library; larger sets are split so a device's memory limit holds them.
+CHUNK_WEIGHT_BYTES = 48 * 2**20
+
+
+def _chunks(graph: OpGraph, jobs: Sequence[Job]) -> list[list[Job]]:
+    from .partition import sliced_weight_bytes
+
+    chunks, current, size = [], [], 0
+    for job in jobs:
         node = graph.node_by_name[job.node]
-        row = {"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node, "op": node.op,
-               "dim": job.dim, "units": job.units, "total_units": job.total_units,
-               **dict(zip(FEATURES, job_features(graph, job))), "latency_s": seconds, "repeats": repeat}
-        batch.append(row)
-        if len(batch) >= 25 or i == len(jobs) - 1:
-            _append(dataset, batch)
-            written += len(batch)
-            batch = []
-            if (i + 1) % 200 < 25 or i == len(jobs) - 1:
-                log(f"[{kind}] {model}: {i + 1}/{len(jobs)} slices ({time.monotonic() - started:.0f} s)")
-    _append(dataset, batch)
-    return written + len(batch)
+        lo, hi = (0, job.units) if job.dim != "none" else (0, 1)
+        weight = sliced_weight_bytes(graph, node, job.dim if job.dim != "none" else "none", lo, hi)
+        if current and (size + weight > CHUNK_WEIGHT_BYTES or len(current) >= 400):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(job)
+        size += weight
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 def profile_link(state: testbed.ClusterState, device: Device, dataset: Path, repeat: int = 5) -> int:
