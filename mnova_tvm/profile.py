@@ -140,6 +140,8 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
     rng = np.random.default_rng(0)
     written, started, timed = 0, time.monotonic(), 0
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
+    session = testbed.connect(state, device.name)  # one session: a server serves one at a time
+    dev = session.cpu()
     for number, chunk in enumerate(_chunks(graph, jobs)):
         module = build_profile_module(mod, graph, chunk)
         lib = workdir / f"profile-{model}-{kind.replace('@', '-')}-{number}.so"
@@ -147,9 +149,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
                                                                      schedule_target=device.board.tvm_target()))
         rows = []
         try:
-            session = testbed.connect(state, device.name)
             session.upload(str(lib))
-            dev = session.cpu()
             vm = relax.VirtualMachine(session.load_module(lib.name), dev)
             for i, job in enumerate(chunk):
                 if deadline is not None and time.monotonic() > deadline:
@@ -169,6 +169,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
                              f"({str(err).strip().splitlines()[-1]}); its memory limit or a crash? see its log, "
                              f"restart the cluster and rerun to resume") from None
         finally:
+            vm = None  # releases the library on the device before the next one is loaded
             lib.unlink(missing_ok=True)
         _append(dataset, rows)
         written += len(rows)
