@@ -350,32 +350,29 @@ def connect(state: ClusterState, device: str, timeout: float = 10.0):
         raise MnovaError(f"device {device} (key {dev.key}) did not accept an RPC session; restart the cluster") from None
 
 
+def _memory_file(state: ClusterState, device: str, name: str) -> Path | None:
+    """A file of the device's memory cgroup (emulated devices only), if it exists."""
+    dev = state.device(device)
+    path = CGROUP_ROOT / "memory" / dev.cgroup / name if dev.cgroup else None
+    return path if path is not None and path.exists() else None
+
+
 def device_peak_memory(state: ClusterState, device: str) -> int | None:
     """Peak memory of the device's server (cgroup max usage when emulated), in bytes."""
-    dev = state.device(device)
-    if dev.cgroup:
-        path = CGROUP_ROOT / "memory" / dev.cgroup / "memory.max_usage_in_bytes"
-        if path.exists():
-            return int(path.read_text())
-    return None
+    path = _memory_file(state, device, "memory.max_usage_in_bytes")
+    return int(path.read_text()) if path else None
 
 
 def device_memory_usage(state: ClusterState, device: str) -> int | None:
     """Memory the device's server uses now (cgroup usage when emulated), in bytes."""
-    dev = state.device(device)
-    if dev.cgroup:
-        path = CGROUP_ROOT / "memory" / dev.cgroup / "memory.usage_in_bytes"
-        if path.exists():
-            return int(path.read_text())
-    return None
+    path = _memory_file(state, device, "memory.usage_in_bytes")
+    return int(path.read_text()) if path else None
 
 
 def reset_peak_memory(state: ClusterState, device: str) -> None:
-    dev = state.device(device)
-    if dev.cgroup:
-        path = CGROUP_ROOT / "memory" / dev.cgroup / "memory.max_usage_in_bytes"
-        if path.exists():
-            path.write_text("0")
+    path = _memory_file(state, device, "memory.max_usage_in_bytes")
+    if path:
+        path.write_text("0")
 
 
 def stop(state: ClusterState, path: Path | None = None) -> None:

@@ -18,7 +18,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -138,8 +138,6 @@ class CostModel:
 
     def predict(self, features: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
         """Seconds for each row of `features` (N, len(FEATURES)) on device kind `kinds[i]`."""
-        import xgboost as xgb
-
         features = np.asarray(features, dtype=float).reshape(-1, len(FEATURES))
         kinds = np.asarray(kinds)
         out = np.empty(len(features))

@@ -17,7 +17,7 @@ import tvm
 
 from . import cluster as testbed
 from . import frontend
-from .errors import MnovaError
+from .errors import MnovaError, last_line
 from .graph import OpGraph
 from .partition import Plan, device_memory
 from .runtime import Event, RemoteRunner, compile_plan, execute
@@ -110,18 +110,18 @@ def run_plan(mod: tvm.IRModule, graph: OpGraph, plan: Plan, cluster: Cluster, st
     graph, segs, paths = compile_plan(mod, plan, [d.board for d in devices], workdir, graph, log)
     runners: list = []
     idle: dict[str, int | None] = {}
+    latencies = dict(zip((d.name for d in cluster.devices), coordinator_latencies(cluster, state)))
     for device, path in zip(devices, paths):
         if path is None:
             runners.append(None)
             continue
-        latency = coordinator_latencies(cluster, state)[cluster.devices.index(device)]
-        runner = RemoteRunner(device.name, testbed.connect(state, device.name), latency)
+        runner = RemoteRunner(device.name, testbed.connect(state, device.name), latencies[device.name])
         testbed.reset_peak_memory(state, device.name)
         idle[device.name] = testbed.device_memory_usage(state, device.name)
         try:
             runner.load(path)
         except Exception as err:
-            raise MnovaError(f"device {device.name} could not load its library: {str(err).strip().splitlines()[-1]}") from None
+            raise MnovaError(f"device {device.name} could not load its library: {last_line(err)}") from None
         runners.append(runner)
     names = list(plan.devices)
     log(f"running {model} on {len(runners) - runners.count(None)} of {len(devices)} devices "

@@ -3,3 +3,9 @@
 
 class MnovaError(Exception):
     """A user-facing error. The CLI prints it on one line and exits with code 2, no traceback."""
+
+
+def last_line(err: BaseException) -> str:
+    """The line of a (TVM) exception that says what went wrong: its last, or its type name."""
+    text = str(err).strip()
+    return text.splitlines()[-1].strip() if text else type(err).__name__

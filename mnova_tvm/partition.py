@@ -258,7 +258,7 @@ def _window_input_rows(node: Node, lo: int, hi: int, in_rows: int) -> tuple[int,
     return a, b, a - start, end - b
 
 
-def _follows(graph: OpGraph, seg_dim: str, seg_first: Node, node: Node, produced: set) -> bool:
+def _follows(graph: OpGraph, seg_dim: str, seg_first: Node, node: Node) -> bool:
     """Can `node` join the segment that `seg_first` started (same partition assumed)?"""
     role = _role(graph, node).get(seg_dim)
     if role != "local":
@@ -277,7 +277,7 @@ def segments(graph: OpGraph, plan: Plan) -> list[Segment]:
             first = graph.node_by_name[groups[-1][0]]
             prev = plan.ops[groups[-1][0]]
             same = prev.dim == part.dim and prev.shares == part.shares
-            if same and (part.dim == "none" or _follows(graph, part.dim, first, node, set(groups[-1]))):
+            if same and (part.dim == "none" or _follows(graph, part.dim, first, node)):
                 groups[-1].append(name)
                 continue
         groups.append([name])
@@ -296,13 +296,11 @@ def segments(graph: OpGraph, plan: Plan) -> list[Segment]:
 
 def _segment(graph: OpGraph, plan: Plan, index: int, group: list[str], needed_later: dict) -> Segment:
     part = plan.ops[group[0]]
-    members = set(group)
     produced = {t for name in group for t in graph.node_by_name[name].outputs}
     inputs = tuple(dict.fromkeys(t for name in group for t in _activation_inputs(graph, graph.node_by_name[name])
                                  if t not in produced))
     outputs = tuple(t for name in group for t in graph.node_by_name[name].outputs
                     if needed_later.get(t, -1) > index or t in graph.graph_outputs)
-    del members
     n = len(plan.devices)
     in_regions, out_regions, node_regions = [], [], []
     if part.dim == "none":

@@ -23,7 +23,7 @@ from tvm import relax
 
 from . import cluster as testbed
 from .costmodel import FEATURES, slice_features
-from .errors import MnovaError
+from .errors import MnovaError, last_line
 from .graph import OpGraph, binding_names, dataflow_bindings
 from .partition import allowed_dims, op_segment, partition_op, quantise, split_size
 from .runtime import _SegmentBuilder, _tensor_names
@@ -166,7 +166,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
         except Exception as err:
             _append(dataset, rows)  # what was timed stays: a rerun resumes after it
             raise MnovaError(f"device {device.name} stopped answering while profiling {model} "
-                             f"({str(err).strip().splitlines()[-1]}); its memory limit or a crash? see its log, "
+                             f"({last_line(err)}); its memory limit or a crash? see its log, "
                              f"restart the cluster and rerun to resume") from None
         finally:
             vm = None  # releases the library on the device before the next one is loaded
@@ -190,9 +190,7 @@ def _chunks(graph: OpGraph, jobs: Sequence[Job]) -> list[list[Job]]:
 
     chunks, current, size = [], [], 0
     for job in jobs:
-        node = graph.node_by_name[job.node]
-        lo, hi = (0, job.units) if job.dim != "none" else (0, 1)
-        weight = sliced_weight_bytes(graph, node, job.dim if job.dim != "none" else "none", lo, hi)
+        weight = sliced_weight_bytes(graph, graph.node_by_name[job.node], job.dim, 0, job.units)
         if current and (size + weight > CHUNK_WEIGHT_BYTES or len(current) >= 400):
             chunks.append(current)
             current, size = [], 0

@@ -20,7 +20,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from .errors import MnovaError
+from .errors import MnovaError, last_line
 from .graph import OpGraph, binding_names, dataflow_bindings, from_relax
 from .partition import AXIS, WINDOWED, Plan, Region, Segment, _role, _window_input_rows, region_shape, segments
 
@@ -277,11 +277,6 @@ def _as_list(value) -> list:
     return [v for item in value for v in _as_list(item)]
 
 
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[-1].strip() if text else type(err).__name__
-
-
 def execute(graph: OpGraph, plan: Plan, segs: list[Segment], runners: list, inputs: list[np.ndarray],
             device_names: list[str] | None = None, timeout_s: float = 300.0) -> RunResult:
     """One inference through the coordinator; `runners[d]` is None for a device with no work.
@@ -337,7 +332,7 @@ def execute(graph: OpGraph, plan: Plan, segs: list[Segment], runners: list, inpu
                 raise MnovaError(f"{names[d]} did not answer within {timeout_s:.0f} s in segment {seg.index}; "
                                  f"check that it is up (mnova cluster status)")
             if isinstance(results[d], BaseException):
-                raise MnovaError(f"{names[d]} failed while running segment {seg.index}: {_first_line(results[d])}; "
+                raise MnovaError(f"{names[d]} failed while running segment {seg.index}: {last_line(results[d])}; "
                                  f"check that it is up (mnova cluster status)")
         for k, name in enumerate(seg.outputs):
             tensor = graph.tensors[name]

@@ -12,7 +12,7 @@ from mnova_tvm.costmodel import FEATURES, CostModel, LinkFit, evaluate, fit_link
 from mnova_tvm.errors import MnovaError
 from mnova_tvm.geneflow import GAConfig
 from mnova_tvm.graph import from_relax
-from mnova_tvm.partition import device_memory, segments, single_device_plan
+from mnova_tvm.partition import device_memory, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
 from mnova_tvm.profile import calibrate, device_kind, jobs_for, job_features, profile_cluster, read_dataset
 from mnova_tvm.runtime import prepare
