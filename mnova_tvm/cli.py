@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "profile",
     "train-cost-model",
     "demo",
+    "tune",
 ]
 
 
@@ -59,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args) -> int:
+    from .tune import tuned
+
     try:
-        code = args.func(args)
+        with tuned(getattr(args, "tuned", None)):  # compile with the tuning databases the user chose
+            code = args.func(args)
     except MnovaError as err:
         print(f"mnova {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -20,9 +20,14 @@ from .transform import lowering_pipeline
 
 def relax_pipeline(order="btsearch", plan_memory: str = "arena", fuse: bool = True, board: Board | None = None):
     """The Relax pipeline used to build for a board (see transform.lowering_pipeline): with a
-    board, every kernel gets the default CPU schedule for its target (kernels.py)."""
-    return lowering_pipeline(order=order, plan_memory=plan_memory, fuse=fuse,
-                             schedule_target=board.tvm_target() if board is not None else None)
+    board, every kernel gets the default CPU schedule for its target (kernels.py), or its tuned
+    one when a tuning database is in use for the board (tune.py)."""
+    from .tune import database_for
+
+    if board is None:
+        return lowering_pipeline(order=order, plan_memory=plan_memory, fuse=fuse)
+    return lowering_pipeline(order=order, plan_memory=plan_memory, fuse=fuse, schedule_target=board.tvm_target(),
+                             database=database_for(board))
 
 
 def _fcompile(board: Board):

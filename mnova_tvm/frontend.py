@@ -34,7 +34,7 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
     return name, shape
 
 
-def _read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
+def read_onnx(path: str | os.PathLike) -> onnx.ModelProto:
     path = Path(path)
     if not path.exists():
         raise MnovaError(f"model file {path} does not exist: give an ONNX file path or a zoo model name (mnova zoo list)")
@@ -117,7 +117,7 @@ def load_model(model, input_shapes: InputShapes | None = None, input_size: int |
             return import_onnx(zoo.build(text, input_size), input_shapes, source=f"zoo model {text}")
         if input_size is not None:
             raise MnovaError("--input-size applies to zoo models only; use --input-shape NAME=DIMS for ONNX files")
-        return import_onnx(_read_onnx(text), input_shapes, source=text)
+        return import_onnx(read_onnx(text), input_shapes, source=text)
     raise MnovaError(f"cannot load a model from {type(model).__name__}: give an ONNX path, ModelProto, zoo name or IRModule")
 
 

@@ -11,8 +11,8 @@ scalar speed.  This module gives every PrimFunc a deterministic schedule without
 * an injective block (pad, bias add, activation, transpose) gets its leading loops run in
   parallel; LLVM vectorises its innermost loop.
 
-Use ``relax_pipeline(target)`` with ``tvm.compile(mod, target, relax_pipeline=...)`` or insert
-``default_schedule_pass(target)`` after FuseTIR in a pipeline of your own.
+transform.lowering_pipeline(schedule_target=...) runs ``default_schedule_pass(target)`` after
+legalization; insert it after FuseTIR in a pipeline of your own.
 """
 
 from __future__ import annotations
@@ -214,13 +214,13 @@ def _schedule_injective(sch, block, loops, extents, cores) -> None:
     sch.parallel(sch.fuse(*leading) if len(leading) > 1 else leading[0])
 
 
-def schedule_prim_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | None:
-    """A scheduled copy of ``func``, or None when no block matched a rule.
+def default_schedule(sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
+    """``sch`` with every block the rules fit scheduled, or None when no block matched a rule.
 
     Each block is scheduled on its own; a block whose schedule a primitive rejects is left as it
-    was (every primitive checks before it changes anything), so the result is always valid.
+    was (every primitive checks before it changes anything), so the result is always valid. The
+    returned schedule carries the trace, so MetaSchedule can take it as one candidate (tune.py).
     """
-    sch = s_tir.Schedule(func)
     lanes = vector_lanes(target)
     cores = num_cores(target)
     changed = False
@@ -239,7 +239,13 @@ def schedule_prim_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | N
             continue
         sch = trial
         changed = True
-    if not changed:
+    return sch if changed else None
+
+
+def schedule_prim_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | None:
+    """A scheduled copy of ``func``, or None when no block matched a rule."""
+    sch = default_schedule(s_tir.Schedule(func), target)
+    if sch is None:
         return None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
@@ -265,34 +271,3 @@ def default_schedule_pass(target: Target) -> tvm.transform.Pass:
 
     return _pass
 
-
-def relax_pipeline(
-    target: Target, plan_memory_pass: tvm.transform.Pass | None = None
-) -> tvm.transform.Pass:
-    """TVM's CPU pipeline with operator fusion and the default schedules.
-
-    ``plan_memory_pass`` replaces StaticPlanBlockMemory (for example an arena planner); the
-    result is a pass for ``tvm.compile(mod, target, relax_pipeline=...)``.
-    """
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-
-    target = Target(target) if not isinstance(target, Target) else target
-    finalize = cpu_generic.finalize_passes(target)
-    if plan_memory_pass is not None:
-        finalize = [
-            plan_memory_pass if p.info.name == "StaticPlanBlockMemory" else p for p in finalize
-        ]
-    passes = (
-        cpu_generic.library_dispatch_passes(target)
-        + cpu_generic.legalize_passes(target)
-        + [default_schedule_pass(target)]
-        + cpu_generic.dataflow_lower_passes(target)
-        + finalize
-    )
-
-    @tvm.transform.module_pass(opt_level=0, name="MnovaCPUPipeline")
-    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        with target:
-            return tvm.transform.Sequential(passes)(mod)
-
-    return _pipeline

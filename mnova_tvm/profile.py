@@ -127,8 +127,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
                    dataset: Path, workdir: Path, repeat: int = 3, min_repeat_ms: int = 20,
                    deadline: float | None = None, log=print) -> int:
     """Time every not yet profiled job of `model` on `device`; returns rows written."""
-    from .compile import build_for_board
-    from .transform import lowering_pipeline
+    from .compile import build_for_board, relax_pipeline
 
     kind = device_kind(device)
     done = {(r["model"], r["node"], r["dim"], int(r["units"])) for r in read_dataset(dataset)[0]
@@ -145,8 +144,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
     for number, chunk in enumerate(_chunks(graph, jobs)):
         module = build_profile_module(mod, graph, chunk)
         lib = workdir / f"profile-{model}-{kind.replace('@', '-')}-{number}.so"
-        build_for_board(module, device.board, lib, lowering_pipeline(order=None, plan_memory="tvm", fuse=True,
-                                                                     schedule_target=device.board.tvm_target()))
+        build_for_board(module, device.board, lib, relax_pipeline(order=None, plan_memory="tvm", board=device.board))
         rows = []
         try:
             session.upload(str(lib))
@@ -210,15 +208,14 @@ def profile_link(state: testbed.ClusterState, device: Device, dataset: Path, rep
     bb = relax.BlockBuilder()
     with bb.function("ping", [x]):
         bb.emit_func_output(bb.emit(relax.op.add(x, x)))
-    from .compile import build_for_board
-    from .transform import lowering_pipeline
+    from .compile import build_for_board, relax_pipeline
     import tempfile
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         lib = Path(tmp) / f"ping-{device.name}.so"
-        build_for_board(bb.get(), device.board, lib, lowering_pipeline(order=None, plan_memory="tvm", schedule_target=device.board.tvm_target()))
+        build_for_board(bb.get(), device.board, lib, relax_pipeline(order=None, plan_memory="tvm", fuse=False, board=device.board))
         session.upload(str(lib))
         vm = relax.VirtualMachine(session.load_module(lib.name), dev)
     one = tvm.runtime.tensor(np.zeros(1, "float32"), dev)

@@ -353,8 +353,7 @@ def execute(graph: OpGraph, plan: Plan, segs: list[Segment], runners: list, inpu
 def compile_plan(mod: tvm.IRModule, plan: Plan, boards: list, workdir: Path, graph: OpGraph | None = None,
                  log=lambda *_: None):
     """Compile every device's part of `plan` for its board into `workdir`; returns (graph, segments, paths)."""
-    from .compile import build_for_board
-    from .transform import lowering_pipeline
+    from .compile import build_for_board, relax_pipeline
 
     graph = graph or from_relax(mod)
     segs = segments(graph, plan)
@@ -367,7 +366,7 @@ def compile_plan(mod: tvm.IRModule, plan: Plan, boards: list, workdir: Path, gra
             continue
         t0 = time.perf_counter()
         path = workdir / f"{plan.devices[d]}.so"
-        build_for_board(module, board, path, lowering_pipeline(order=None, plan_memory="tvm", fuse=True, schedule_target=board.tvm_target()))
+        build_for_board(module, board, path, relax_pipeline(order=None, plan_memory="tvm", board=board))
         log(f"compiled {plan.devices[d]} ({board.name}): {sum(seg.active(d) for seg in segs)} segments "
             f"in {time.perf_counter() - t0:.1f} s")
         paths.append(path)

@@ -189,20 +189,33 @@ def ArenaPlanMemory(mod, _ctx):  # noqa: N802
     return new_mod
 
 
+def fusion_passes() -> list:
+    """Legalize and fuse (FuseOps/FuseTIR), as tvm.compile's default pipeline does before lowering."""
+    return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
+            relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+
+
+def kernel_module(mod: tvm.IRModule, target, fuse: bool = True) -> tvm.IRModule:
+    """`mod` as lowering_pipeline hands it to the schedules: fused and legalized, one PrimFunc per
+    kernel. What tuning extracts its tasks from (tune.py), so tuned records match at compile time."""
+    lowering = lowering_passes()
+    legalize = next(i for i, p in enumerate(lowering) if p.info.name == "LegalizeOps")
+    with tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target:
+        return tvm.transform.Sequential((fusion_passes() if fuse else []) + lowering[:legalize + 1])(mod)
+
+
 def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False,
-                      schedule_target=None) -> tvm.transform.Pass:
+                      schedule_target=None, database=None) -> tvm.transform.Pass:
     """A relax pipeline for tvm.compile: optional fusion, then the order, then our memory plan.
 
     plan_memory "arena" uses ArenaPlanMemory, "tvm" TVM's StaticPlanBlockMemory. `order` may be a
     sequence of node names, "btsearch", or None (keep the module's order). With `schedule_target`
-    every kernel gets the default CPU schedule for that target (kernels.py).
+    every kernel gets the default CPU schedule for that target (kernels.py), except the kernels a
+    MetaSchedule `database` has a record for (tune.py), which get the best record.
     """
     if plan_memory not in ("arena", "tvm"):
         raise MnovaError(f"plan_memory must be 'arena' or 'tvm', got {plan_memory!r}")
-    passes = []
-    if fuse:
-        passes += [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-                   relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    passes = fusion_passes() if fuse else []
     if order == "btsearch":
         passes.append(BTSearchOrder())
     elif order is not None:
@@ -212,7 +225,12 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
         from .kernels import default_schedule_pass
 
         legalize = next(i for i, p in enumerate(lowering) if p.info.name == "LegalizeOps")
-        lowering.insert(legalize + 1, default_schedule_pass(schedule_target))
+        schedules = [default_schedule_pass(schedule_target)]
+        if database is not None:
+            from .tune import apply_database_pass
+
+            schedules.insert(0, apply_database_pass(database, schedule_target))
+        lowering[legalize + 1:legalize + 1] = schedules
     passes += lowering
     return tvm.transform.Sequential(passes, name="mnova.lowering")
 

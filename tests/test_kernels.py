@@ -8,6 +8,7 @@ from tvm import relax
 from tvm.support import cc
 
 from mnova_tvm import frontend, kernels, zoo
+from mnova_tvm.transform import lowering_pipeline
 
 HOST = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4}
@@ -64,7 +65,7 @@ def _run(mod, pipeline, x):
 
 def _check_equal(mod, x):
     expected = _run(mod, None, x)
-    got = _run(mod, kernels.relax_pipeline(HOST), x)
+    got = _run(mod, lowering_pipeline(plan_memory="tvm", fuse=True, schedule_target=HOST), x)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * float(np.abs(expected).max()))
 
 
@@ -98,9 +99,10 @@ def test_vector_lanes_follow_the_target():
     assert kernels.num_cores(tvm.target.Target(AARCH64)) == 4
 
 
-def test_small_cnn_matches_unscheduled_build():
-    info = zoo.MODELS["squeezenet1_1"]
-    mod = frontend.import_onnx(zoo.build("squeezenet1_1", input_size=info.test_input_size, seed=0))
+@pytest.mark.parametrize("name", sorted(zoo.MODELS))
+def test_zoo_model_matches_unscheduled_build(name):
+    info = zoo.MODELS[name]
+    mod = frontend.import_onnx(zoo.build(name, input_size=info.test_input_size, seed=0))
     (_, shape, _), = frontend.input_specs(mod)
     _check_equal(mod, np.random.default_rng(2).standard_normal(shape).astype("float32"))
 
@@ -112,7 +114,7 @@ def test_small_cnn_matches_unscheduled_build():
 def test_arm_build_links(tmp_path, target, compiler, machine):
     target = tvm.target.Target(target)
     mod = frontend.import_onnx(CASES["conv3x3"])
-    exe = tvm.compile(mod, target, relax_pipeline=kernels.relax_pipeline(target))
+    exe = tvm.compile(mod, target, relax_pipeline=lowering_pipeline(plan_memory="tvm", fuse=True, schedule_target=target))
     path = tmp_path / "m.so"
     exe.export_library(str(path), fcompile=cc.cross_compiler(compiler))
     header = path.read_bytes()[:20]

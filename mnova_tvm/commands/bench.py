@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 from .. import zoo
 from ..btsearch import btsearch
@@ -36,6 +37,19 @@ def register(sub) -> None:
     latency.add_argument("--repeat", type=int, default=3)
     latency.add_argument("--out", default="benchmarks/latency.md", help="results file (default benchmarks/latency.md)")
     latency.set_defaults(func=run_latency)
+    kernels = kinds.add_parser("kernels", help="ONNX Runtime against TVM's default build and our schedules, default and tuned")
+    kernels.add_argument("models", nargs="*", help="zoo names or ONNX files (default: the 11 zoo models)")
+    kernels.add_argument("--input-size", type=int, default=None, help="input size of zoo models (default standard)")
+    kernels.add_argument("--threads", default="1,all", help="thread counts to measure, 'all' = every core (default 1,all)")
+    kernels.add_argument("--tune", nargs="*", default=[], metavar="MODEL",
+                         help="models to tune with MetaSchedule for the one-thread build before measuring")
+    kernels.add_argument("--trials", type=int, default=16, help="tuning trials per kernel (default 16)")
+    kernels.add_argument("--tune-kernels", type=int, default=8, help="tune the N heaviest kernels of a model (default 8)")
+    kernels.add_argument("--database", default=str(Path.home() / ".cache" / "mnova" / "tuning-bench"),
+                         help="tuning folder (reused across runs; default ~/.cache/mnova/tuning-bench)")
+    kernels.add_argument("--seconds", type=float, default=2.0, help="timing budget per measurement (default 2 s)")
+    kernels.add_argument("--out", default="benchmarks/kernels.md", help="results file (default benchmarks/kernels.md)")
+    kernels.set_defaults(func=run_kernels)
 
 
 def memory_row(model, random_orders: int, time_budget: float) -> list:
@@ -97,11 +111,11 @@ def _budgeted(cluster, need: int, fractions: list[float]):
 
 def run_latency(args) -> int:
     import tempfile
-    from pathlib import Path
 
     from .. import cluster as testbed
     from ..geneflow import GAConfig
-    from ..partition import device_memory, single_device_plan
+    from ..errors import MnovaError
+    from ..partition import device_memory, segments, single_device_plan
     from ..pipeline import main_job
     from ..runtime import prepare
     from ..targets import load_cluster
@@ -109,8 +123,8 @@ def run_latency(args) -> int:
     base = load_cluster(args.cluster)
     fractions = [float(f) for f in args.budget_fractions.split(",")]
     models = args.models or list(zoo.MODELS)
-    header = ["model", "budgets MiB", "plan", "predicted ms", "measured ms", "vs best single %", "planning s",
-              "planned memory ≤ budget", "output", "segments"]
+    header = ["model", "budgets MiB", "plan", "predicted ms", "measured ms", "vs best single %",
+              "GenEFlow faster by %", "planning s", "planned memory ≤ budget", "output", "segments"]
     rows = []
     for i, model in enumerate(models, 1):
         mod = prepare(load_model(model, input_size=args.input_size))
@@ -119,22 +133,27 @@ def run_latency(args) -> int:
         need = device_memory(graph, single_device_plan(graph, ["d"], 0))[0]
         cluster = _budgeted(base, need, fractions)
         print(f"[{i}/{len(models)}] {name}: single-device need {mib(need)} MiB", file=sys.stderr, flush=True)
-        with tempfile.TemporaryDirectory(prefix="mnova-bench-") as workdir, testbed.LocalCluster(cluster) as state:
-            job = main_job(name, mod, cluster, state, Path(workdir), compare=True,
-                           measure=("geneflow", "single", "height", "channel", "greedy", "random"),
-                           ga_config=GAConfig(generations=args.generations), repeat=args.repeat)
-        single = [r.median_ms for label, r in job.runs.items() if label.startswith("single")]
         budgets = "/".join(f"{d.memory_budget_bytes / 2**20:.1f}" for d in cluster.devices)
-        for planner in job.planners:
-            run = job.runs.get(planner.name)
-            from ..partition import segments
-
-            fits = all(m <= d.memory_budget_bytes for m, d in zip(planner.score.memory_bytes, cluster.devices))
-            rows.append([name, budgets, planner.name, f"{1e3 * planner.score.latency_s:.1f}",
-                         f"{run.median_ms:.1f}" if run else "not run (over budget)",
-                         f"{100 * (1 - run.median_ms / single[0]):+.1f}" if run and single else "-",
-                         f"{planner.seconds:.1f}", "yes" if fits else "no",
-                         ("ok" if run.matches else "WRONG") if run else "-", len(segments(graph, planner.plan))])
+        try:
+            with tempfile.TemporaryDirectory(prefix="mnova-bench-") as workdir, testbed.LocalCluster(cluster) as state:
+                job = main_job(name, mod, cluster, state, Path(workdir), compare=True,
+                               measure=("geneflow", "single", "height", "channel", "greedy", "random"),
+                               ga_config=GAConfig(generations=args.generations), repeat=args.repeat)
+        except MnovaError as err:  # one model's failure is a row of the results, not the end of the benchmark
+            print(f"{name}: {err}", file=sys.stderr, flush=True)
+            rows.append([name, budgets, f"failed: {err}"] + ["-"] * (len(header) - 3))
+        else:
+            single = [r.median_ms for label, r in job.runs.items() if label.startswith("single")]
+            geneflow_ms = job.runs[job.geneflow.name].median_ms
+            for planner in job.planners:
+                run = job.runs.get(planner.name)
+                fits = all(m <= d.memory_budget_bytes for m, d in zip(planner.score.memory_bytes, cluster.devices))
+                rows.append([name, budgets, planner.name, f"{1e3 * planner.score.latency_s:.1f}",
+                             f"{run.median_ms:.1f}" if run else "not run (over budget)",
+                             f"{100 * (1 - run.median_ms / single[0]):+.1f}" if run and single else "-",
+                             f"{100 * (1 - geneflow_ms / run.median_ms):+.1f}" if run and planner is not job.geneflow else "-",
+                             f"{planner.seconds:.1f}", "yes" if fits else "no",
+                             ("ok" if run.matches else "WRONG") if run else "-", len(segments(graph, planner.plan))])
         text = results_header("Latency: GenEFlow and its baselines on the emulated edge cluster") + f"""
 Cluster `{base.name}` ({", ".join(f"{d.name}: {d.cpu_quota or 1:g} CPU, {d.link.bandwidth_mbps:g} Mbit/s, {d.link.latency_ms:g} ms" for d in base.devices)}),
 emulated (network namespaces, tc bandwidth shaping, link latency added per transfer by the coordinator, cgroup CPU
@@ -142,7 +161,123 @@ quota and memory limit = budget + the RPC server's runtime allowance). Budgets a
 model's single-device need. Predicted: the XGBoost cost model's plan-level estimate (quick profile of the model);
 measured: median of {args.repeat} runs after a warm-up, through the coordinator over TVM RPC; output checked against
 single-device TVM (rtol 1e-5). "vs best single": latency reduction against the fastest single device whose budget holds
-the model. GenEFlow: {args.generations} generations, population 48; random search gets as many evaluations.
+the model (none when every budget is below the model's need). "GenEFlow faster by": GenEFlow's measured latency
+against that plan's. GenEFlow: {args.generations} generations, population 48; random search gets as many evaluations.
+
+""" + markdown_table(header, rows)
+        with atomic_path(args.out) as tmp:  # rewritten after every model: partial results survive
+            tmp.write_text(text)
+    print(text)
+    return 0
+
+
+def _median_ms(run, seconds: float) -> float:
+    """Median of repeated timings; how many follows from one warm-up run (3 to 50)."""
+    start = time.perf_counter()
+    run()
+    once = time.perf_counter() - start
+    samples = []
+    for _ in range(max(3, min(50, int(seconds / max(once, 1e-6))))):
+        start = time.perf_counter()
+        run()
+        samples.append(time.perf_counter() - start)
+    return 1e3 * sorted(samples)[len(samples) // 2]
+
+
+def _onnx_model(model, input_size):
+    from ..frontend import read_onnx
+
+    if model in zoo.MODELS:
+        return zoo.build(model, input_size=input_size or zoo.MODELS[model].standard_input_size, seed=0)
+    return read_onnx(model)
+
+
+def _host_board(threads: int):
+    """This machine's CPU as a board with `threads` cores (the host board's target has no mcpu)."""
+    import dataclasses
+
+    from tvm.target import codegen
+
+    from ..targets import load_board
+
+    cpu = codegen.llvm_get_system_cpu()
+    return dataclasses.replace(load_board("host"), name=f"host-{cpu}-{threads}t", cores=threads,
+                               target={"kind": "llvm", "mcpu": cpu, "num-cores": threads})
+
+
+def run_kernels(args) -> int:
+    import os
+
+    import numpy as np
+    import onnxruntime as ort
+    import tvm
+    from tvm import relax
+
+    from ..compile import build
+    from ..frontend import import_onnx, input_specs
+    from ..tune import tune, tuned
+
+    settings = sorted({os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")})
+    set_threads = tvm.get_global_func("runtime.config_threadpool")
+    models = args.models or list(zoo.MODELS)
+    header = ["model", "input", "threads", "ORT ms", "TVM default ms", "ours ms", "ours tuned ms", "TVM default / ORT",
+              "ours / ORT", "tuned / ORT", "ours vs TVM default (max rel. diff)", "tuning"]
+    rows = []
+    for i, model in enumerate(models, 1):
+        proto = _onnx_model(model, args.input_size)
+        name = model_name(model)
+        mod = import_onnx(proto, source=name)
+        (_, shape, dtype), = input_specs(mod)
+        x = np.random.default_rng(0).standard_normal(shape).astype(dtype)
+        dev = tvm.cpu()
+        xt = tvm.runtime.tensor(x, device=dev)
+
+        def timed(exe):
+            vm = relax.VirtualMachine(exe, dev)
+            out = vm["main"](xt)
+            out = (out[0] if isinstance(out, tvm.ir.Array) else out).numpy()
+            return out, _median_ms(lambda: vm["main"](xt), args.seconds)
+
+        started = time.perf_counter()
+        tvm_default = tvm.compile(mod, _host_board(1).tvm_target())  # unscheduled: the same code at any thread count
+        for threads in settings:
+            set_threads(1, threads)
+            board = _host_board(threads)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+            session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            feed = {session.get_inputs()[0].name: x}
+            ort_ms = _median_ms(lambda: session.run(None, feed), args.seconds)
+            reference, default_ms = timed(tvm_default)
+            ours, ours_ms = timed(build(mod, board))
+            scale = max(1e-12, float(np.abs(reference).max()))
+            diff = float(np.abs(ours - reference).max()) / scale
+            tuned_ms, tuning = None, "-"
+            if threads == 1 and (model in args.tune or name in args.tune):
+                summary = tune([mod], board, args.database, args.trials, args.tune_kernels,
+                               log=lambda m: print(m, file=sys.stderr, flush=True))
+                with tuned(args.database):
+                    tuned_out, tuned_ms = timed(build(mod, board))
+                diff = max(diff, float(np.abs(tuned_out - reference).max()) / scale)
+                tuning = f"{summary.kernels} kernels x {args.trials} trials, {summary.seconds:.0f} s"
+            rows.append([name, "x".join(str(d) for d in shape[2:]), threads, f"{ort_ms:.2f}", f"{default_ms:.2f}",
+                         f"{ours_ms:.2f}", "-" if tuned_ms is None else f"{tuned_ms:.2f}", f"{default_ms / ort_ms:.1f}",
+                         f"{ours_ms / ort_ms:.2f}", "-" if tuned_ms is None else f"{tuned_ms / ort_ms:.2f}",
+                         f"{diff:.1e}", tuning])
+            print(f"[{i}/{len(models)}] {name} {threads} thread(s): ORT {ort_ms:.2f} ms, TVM default {default_ms:.2f}, "
+                  f"ours {ours_ms:.2f}" + ("" if tuned_ms is None else f", tuned {tuned_ms:.2f}")
+                  + f" ({time.perf_counter() - started:.0f} s)", file=sys.stderr, flush=True)
+        set_threads(1, os.cpu_count())
+        ours_within = [r for r in rows if float(r[8]) <= 2.0]
+        text = results_header("Kernels: ONNX Runtime, TVM's default build and our schedules") + f"""
+Median latency in ms of one inference on this machine's CPU, measured one after another in one process on the
+same input. ORT: ONNX Runtime {ort.__version__} (CPUExecutionProvider, intra-op threads = threads). TVM default:
+`tvm.compile(mod, target)` (TVM {tvm.__version__}, no schedules for conv/dense on CPU). Ours: the pipeline `mnova
+compile` uses (fusion, BTSearch order, arena memory plan, mnova_tvm.kernels default schedules); ours tuned: the same
+with the MetaSchedule records of `mnova tune` (the N heaviest kernels, each starting from its default schedule, which
+stays when no candidate beats it). Target: this CPU (`-mcpu {_host_board(1).target["mcpu"]}`), num-cores = threads.
+The last column but one compares our output with TVM's default build (max |diff| / max |output|).
+Ours within 2x of ONNX Runtime: {len(ours_within)} of {len(rows)} rows.
 
 """ + markdown_table(header, rows)
         with atomic_path(args.out) as tmp:  # rewritten after every model: partial results survive

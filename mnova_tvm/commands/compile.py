@@ -5,8 +5,7 @@ from __future__ import annotations
 from ..compile import build_for_board, elf_architecture, relax_pipeline
 from ..errors import MnovaError
 from ..targets import list_boards, load_board
-from ..transform import lowering_pipeline
-from .model_args import add_model_arguments, load_from_args
+from .model_args import add_model_arguments, add_tuned_argument, load_from_args
 
 
 def add_compile_arguments(parser) -> None:
@@ -19,6 +18,7 @@ def add_compile_arguments(parser) -> None:
     parser.add_argument("--order", choices=["btsearch", "import"], default="btsearch", help="operator order")
     parser.add_argument("--plan", default=None, help="Plan JSON: build only one device's part (with --device)")
     parser.add_argument("--device", default=None, help="the plan device whose segments to build")
+    add_tuned_argument(parser)
 
 
 def register(sub) -> None:
@@ -49,8 +49,7 @@ def run(args) -> int:
     _, mod = load_from_args(args)
     if args.plan:
         mod = _device_part(mod, args.plan, args.device)
-        pipeline = lowering_pipeline(order=None, plan_memory="tvm", fuse=not args.no_fuse,
-                                     schedule_target=board.tvm_target())
+        pipeline = relax_pipeline(order=None, plan_memory="tvm", fuse=not args.no_fuse, board=board)
     else:
         pipeline = relax_pipeline(order=None if args.order == "import" else "btsearch",
                                   plan_memory=args.plan_memory, fuse=not args.no_fuse, board=board)

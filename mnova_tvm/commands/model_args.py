@@ -17,3 +17,9 @@ def load_from_args(args):
     """(name, Relax IRModule) for the MODEL arguments."""
     shapes = dict(parse_input_shape(text) for text in args.input_shape)
     return model_name(args.model), load_model(args.model, shapes or None, args.input_size)
+
+
+def add_tuned_argument(parser) -> None:
+    parser.add_argument("--tuned", default=None, metavar="DIR",
+                        help="use the MetaSchedule records in this folder (mnova tune) for the boards it has; "
+                             "profile with the same folder so the cost model describes the tuned kernels")

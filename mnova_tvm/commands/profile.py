@@ -11,6 +11,7 @@ from ..frontend import load_model
 from ..profile import profile_cluster
 from ..targets import load_cluster
 from ..zoo import MODELS
+from .model_args import add_tuned_argument
 
 DEFAULT_DATASET = Path.home() / ".cache" / "mnova" / "profile.jsonl"
 
@@ -25,6 +26,7 @@ def register(sub) -> None:
     parser.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes (rerun resumes)")
     parser.add_argument("--no-links", action="store_true", help="skip the link measurements")
     parser.add_argument("--state", default=None, help="cluster state directory (as for mnova cluster)")
+    add_tuned_argument(parser)
     parser.set_defaults(func=run)
 
 

@@ -20,7 +20,7 @@ from ..runtime import prepare
 from ..targets import load_cluster
 from ._io import atomic_path, write_json
 from .plan import planner_table
-from .model_args import add_model_arguments, load_from_args
+from .model_args import add_model_arguments, add_tuned_argument, load_from_args
 
 
 def register(sub) -> None:
@@ -39,6 +39,7 @@ def register(sub) -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds a device may take per segment")
     parser.add_argument("--state", default=None, help="cluster state directory (as for mnova cluster)")
     parser.add_argument("--plain", action="store_true", help="if the command starts the cluster, do not emulate")
+    add_tuned_argument(parser)
     parser.set_defaults(func=run)
 
 
