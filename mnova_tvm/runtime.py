@@ -26,8 +26,14 @@ from .partition import AXIS, WINDOWED, Plan, Region, Segment, _role, _window_inp
 
 
 def prepare(mod: tvm.IRModule) -> tvm.IRModule:
-    """Fold weight-only operators into constants: the form partitioning works on."""
-    return relax.transform.FoldConstant()(relax.transform.Normalize()(mod))
+    """Fold weight-only operators into constants: the form partitioning works on. Marked, so the
+    stages of the main job (plan, profile, calibrate) do not fold a large model again."""
+    if mod.attrs is not None and PREPARED in mod.attrs:
+        return mod
+    return relax.transform.FoldConstant()(relax.transform.Normalize()(mod)).with_attr(PREPARED, True)
+
+
+PREPARED = "mnova.prepared"
 
 
 def _const_value(expr) -> np.ndarray:
