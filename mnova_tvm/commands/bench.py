@@ -184,6 +184,18 @@ def _median_ms(run, seconds: float) -> float:
     return 1e3 * sorted(samples)[len(samples) // 2]
 
 
+def _side_by_side_ms(runs: dict, seconds: float, rounds: int = 3) -> dict:
+    """Median over `rounds` rounds of each run's median, the runs taking turns within a round, so
+    a change of load on this shared machine falls on all of them alike."""
+    import statistics
+
+    samples = {label: [] for label in runs}
+    for _ in range(rounds):
+        for label, run in runs.items():
+            samples[label].append(_median_ms(run, seconds / rounds))
+    return {label: statistics.median(values) for label, values in samples.items()}
+
+
 def _onnx_model(model, input_size):
     from ..frontend import read_onnx
 
@@ -232,11 +244,11 @@ def run_kernels(args) -> int:
         dev = tvm.cpu()
         xt = tvm.runtime.tensor(x, device=dev)
 
-        def timed(exe):
+        def loaded(exe):
+            """(the VM's first output, a call that runs it) for an executable."""
             vm = relax.VirtualMachine(exe, dev)
             out = vm["main"](xt)
-            out = (out[0] if isinstance(out, tvm.ir.Array) else out).numpy()
-            return out, _median_ms(lambda: vm["main"](xt), args.seconds)
+            return (out[0] if isinstance(out, tvm.ir.Array) else out).numpy(), lambda: vm["main"](xt)
 
         started = time.perf_counter()
         tvm_default = tvm.compile(mod, _host_board(1).tvm_target())  # unscheduled: the same code at any thread count
@@ -247,19 +259,23 @@ def run_kernels(args) -> int:
             options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
             session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
             feed = {session.get_inputs()[0].name: x}
-            ort_ms = _median_ms(lambda: session.run(None, feed), args.seconds)
-            reference, default_ms = timed(tvm_default)
-            ours, ours_ms = timed(build(mod, board))
+            reference, default_run = loaded(tvm_default)
+            ours, ours_run = loaded(build(mod, board))
+            runs = {"ort": lambda: session.run(None, feed), "default": default_run, "ours": ours_run}
             scale = max(1e-12, float(np.abs(reference).max()))
             diff = float(np.abs(ours - reference).max()) / scale
-            tuned_ms, tuning = None, "-"
+            tuning = "-"
             if threads == 1 and (model in args.tune or name in args.tune):
                 summary = tune([mod], board, args.database, args.trials, args.tune_kernels,
                                log=lambda m: print(m, file=sys.stderr, flush=True))
                 with tuned(args.database):
-                    tuned_out, tuned_ms = timed(build(mod, board))
+                    tuned_out, runs["tuned"] = loaded(build(mod, board))
                 diff = max(diff, float(np.abs(tuned_out - reference).max()) / scale)
-                tuning = f"{summary.kernels} kernels x {args.trials} trials, {summary.seconds:.0f} s"
+                tuning = (f"{summary.kernels} kernels x {args.trials} trials ({summary.trials} new trials in "
+                          f"{summary.seconds:.0f} s)")
+            median_ms = _side_by_side_ms(runs, args.seconds * len(runs))
+            ort_ms, default_ms, ours_ms = median_ms["ort"], median_ms["default"], median_ms["ours"]
+            tuned_ms = median_ms.get("tuned")
             rows.append([name, "x".join(str(d) for d in shape[2:]), threads, f"{ort_ms:.2f}", f"{default_ms:.2f}",
                          f"{ours_ms:.2f}", "-" if tuned_ms is None else f"{tuned_ms:.2f}", f"{default_ms / ort_ms:.1f}",
                          f"{ours_ms / ort_ms:.2f}", "-" if tuned_ms is None else f"{tuned_ms / ort_ms:.2f}",
@@ -270,8 +286,8 @@ def run_kernels(args) -> int:
         set_threads(1, os.cpu_count())
         ours_within = [r for r in rows if float(r[8]) <= 2.0]
         text = results_header("Kernels: ONNX Runtime, TVM's default build and our schedules") + f"""
-Median latency in ms of one inference on this machine's CPU, measured one after another in one process on the
-same input. ORT: ONNX Runtime {ort.__version__} (CPUExecutionProvider, intra-op threads = threads). TVM default:
+Latency in ms of one inference on this machine's CPU, all in one process on the same input, side by side: three
+rounds in which each build is timed in turn (median of repeats), the table giving the median of the rounds. ORT: ONNX Runtime {ort.__version__} (CPUExecutionProvider, intra-op threads = threads). TVM default:
 `tvm.compile(mod, target)` (TVM {tvm.__version__}, no schedules for conv/dense on CPU). Ours: the pipeline `mnova
 compile` uses (fusion, BTSearch order, arena memory plan, mnova_tvm.kernels default schedules); ours tuned: the same
 with the MetaSchedule records of `mnova tune` (the N heaviest kernels, each starting from its default schedule, which
