@@ -91,8 +91,9 @@ def test_interrupted_client_leaves_nothing(tmp_path):
     """A script using LocalCluster that is killed by Ctrl-C (SIGINT) stops the cluster it started."""
     cluster = cluster_file(tmp_path, f"i{os.getpid() % 10000}", False)
     script = f"""
-import sys, time
+import signal, sys, time
 from pathlib import Path
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, even if started with SIGINT ignored
 from mnova_tvm import cluster as testbed
 from mnova_tvm.targets import load_cluster
 with testbed.LocalCluster(load_cluster({cluster.path!r}), state_dir=Path({str(tmp_path / 'state')!r}), log=lambda *a: None) as state:
@@ -103,5 +104,5 @@ with testbed.LocalCluster(load_cluster({cluster.path!r}), state_dir=Path({str(tm
     pids = [int(p) for p in proc.stdout.readline().split()]
     assert len(pids) == 3 and all(testbed._alive(p) for p in pids)
     proc.send_signal(2)
-    proc.wait(timeout=30)
+    proc.wait(timeout=60)
     assert not any(testbed._alive(p) for p in pids)
