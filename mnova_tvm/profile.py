@@ -179,8 +179,10 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
     return written
 
 
-# Constants of one profiling library; larger sets are split so a device's memory limit holds them.
-CHUNK_WEIGHT_BYTES = 48 * 2**20
+# Bytes one profiling library may hold on a device: its constants plus the outputs of its jobs
+# (the VM's pooled allocator keeps every job's buffers until the library is released), so a device
+# with a tight memory limit is not OOM-killed while profiling a large model.
+CHUNK_BYTES = 48 * 2**20
 
 
 def _chunks(graph: OpGraph, jobs: Sequence[Job]) -> list[list[Job]]:
@@ -188,8 +190,10 @@ def _chunks(graph: OpGraph, jobs: Sequence[Job]) -> list[list[Job]]:
 
     chunks, current, size = [], [], 0
     for job in jobs:
-        weight = sliced_weight_bytes(graph, graph.node_by_name[job.node], job.dim, 0, job.units)
-        if current and (size + weight > CHUNK_WEIGHT_BYTES or len(current) >= 400):
+        node = graph.node_by_name[job.node]
+        outputs = sum(graph.tensors[t].nbytes for t in node.outputs) * job.units // max(1, job.total_units)
+        weight = sliced_weight_bytes(graph, node, job.dim, 0, job.units) + outputs
+        if current and (size + weight > CHUNK_BYTES or len(current) >= 400):
             chunks.append(current)
             current, size = [], 0
         current.append(job)

@@ -149,7 +149,7 @@ def test_infeasible_budgets_name_what_each_device_needs(graph, model, tmp_path):
 
 
 def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnova_tvm.profile.CHUNK_WEIGHT_BYTES", 4096)  # several libraries, one session
+    monkeypatch.setattr("mnova_tvm.profile.CHUNK_BYTES", 4096)  # several libraries, one session
     data = json.loads(open(load_cluster("local2").path).read())
     data.update(name=f"pf{os.getpid() % 10000}", emulate=False)
     for d in data["devices"]:
