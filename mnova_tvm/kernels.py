@@ -18,7 +18,7 @@ legalization; insert it after FuseTIR in a pipeline of your own.
 from __future__ import annotations
 
 import tvm
-from tvm import relax, s_tir, tirx
+from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.target import Target, codegen
 

@@ -195,13 +195,17 @@ def fusion_passes() -> list:
             relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
 
 
+def _after_legalize(passes: list) -> int:
+    """Where kernels exist as PrimFuncs in a lowering pass list: right after its LegalizeOps."""
+    return next(i for i, p in enumerate(passes) if p.info.name == "LegalizeOps") + 1
+
+
 def kernel_module(mod: tvm.IRModule, target, fuse: bool = True) -> tvm.IRModule:
     """`mod` as lowering_pipeline hands it to the schedules: fused and legalized, one PrimFunc per
     kernel. What tuning extracts its tasks from (tune.py), so tuned records match at compile time."""
     lowering = lowering_passes()
-    legalize = next(i for i, p in enumerate(lowering) if p.info.name == "LegalizeOps")
     with tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target:
-        return tvm.transform.Sequential((fusion_passes() if fuse else []) + lowering[:legalize + 1])(mod)
+        return tvm.transform.Sequential((fusion_passes() if fuse else []) + lowering[:_after_legalize(lowering)])(mod)
 
 
 def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False,
@@ -224,13 +228,13 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
     if schedule_target is not None:
         from .kernels import default_schedule_pass
 
-        legalize = next(i for i, p in enumerate(lowering) if p.info.name == "LegalizeOps")
+        at = _after_legalize(lowering)
         schedules = [default_schedule_pass(schedule_target)]
         if database is not None:
             from .tune import apply_database_pass
 
             schedules.insert(0, apply_database_pass(database, schedule_target))
-        lowering[legalize + 1:legalize + 1] = schedules
+        lowering[at:at] = schedules
     passes += lowering
     return tvm.transform.Sequential(passes, name="mnova.lowering")
 

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 
 import tvm
 
-from .errors import MnovaError
+from .errors import MnovaError, last_line
 from .targets import Board
 
 _ACTIVE_ROOT: Path | None = None  # the tuning folder compilation reads (see `tuned`)
@@ -30,10 +30,9 @@ _ACTIVE_ROOT: Path | None = None  # the tuning folder compilation reads (see `tu
 def tuned(root) -> Iterator[None]:
     """Compile and profile with the tuning databases under `root` (one folder per board)."""
     global _ACTIVE_ROOT
-    previous, _ACTIVE_ROOT = _ACTIVE_ROOT, None if root is None else Path(root)
-    if _ACTIVE_ROOT is not None and not _ACTIVE_ROOT.is_dir():
-        _ACTIVE_ROOT = previous
+    if root is not None and not Path(root).is_dir():
         raise MnovaError(f"tuning folder {root} does not exist; create it with mnova tune --database {root}")
+    previous, _ACTIVE_ROOT = _ACTIVE_ROOT, None if root is None else Path(root)
     try:
         yield
     finally:
@@ -138,7 +137,6 @@ def _export_for(board: Board):
 class TuneSummary:
     board: str
     kernels: int
-    tuned_kernels: int
     trials: int
     seconds: float
     database: Path
@@ -173,8 +171,8 @@ def tune(mods: Sequence[tvm.IRModule], board: Board, root, trials_per_kernel: in
     folder = database_dir(root, board)
     database = open_database(folder)
     target = board.tvm_target()
-    tasks = sorted(kernel_tasks(mods, board), key=lambda t: -_flops(t) * t.weight)
-    tasks = [t for t in tasks if _flops(t) > 0][:max_kernels]
+    weighted = [(_flops(t) * t.weight, t) for t in kernel_tasks(mods, board)]
+    tasks = [t for work, t in sorted(weighted, key=lambda wt: -wt[0]) if work > 0][:max_kernels]
     counts = [_record_count(database, t) for t in tasks]
     log(f"[{board.name}] {len(tasks)} kernels to tune, {sum(c >= trials_per_kernel for c in counts)} already done "
         f"({folder})")
@@ -216,11 +214,10 @@ def tune(mods: Sequence[tvm.IRModule], board: Board, root, trials_per_kernel: in
               ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=population // 4),
               trials_per_kernel - 1, "searching")
     except Exception as err:
-        raise MnovaError(f"tuning for {board.name} failed: {str(err).strip().splitlines()[-1]}; what was "
+        raise MnovaError(f"tuning for {board.name} failed: {last_line(err)}; what was "
                          f"measured is kept in {folder}, rerun to resume") from None
     trials = sum(_record_count(database, t) for t in tasks) - sum(counts)
     seconds = time.perf_counter() - started
     log(f"[{board.name}] {trials} trials in {seconds:.0f} s; database {folder}")
-    return TuneSummary(board.name, len(tasks), sum(_record_count(database, t) > 1 for t in tasks), trials,
-                       seconds, folder)
+    return TuneSummary(board.name, len(tasks), trials, seconds, folder)
 
