@@ -141,6 +141,9 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     session = testbed.connect(state, device.name)  # one session: a server serves one at a time
     dev = session.cpu()
+    # The VM's pooled allocator is one per server process and keeps every buffer it ever freed:
+    # emptied after each library, or a long profile grows until the device's memory limit kills it.
+    release_pool = session.get_function("vm.builtin.memory_manager.clear")
     for number, chunk in enumerate(_chunks(graph, jobs)):
         module = build_profile_module(mod, graph, chunk)
         lib = workdir / f"profile-{model}-{kind.replace('@', '-')}-{number}.so"
@@ -169,6 +172,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
         finally:
             vm = None  # releases the library on the device before the next one is loaded
             lib.unlink(missing_ok=True)
+        release_pool()
         _append(dataset, rows)
         written += len(rows)
         timed += len(rows)
@@ -180,7 +184,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
 
 
 # Bytes one profiling library may hold on a device: its constants plus the outputs of its jobs
-# (the VM's pooled allocator keeps every job's buffers until the library is released), so a device
+# (the VM's pooled allocator keeps every job's buffers until the pool is emptied), so a device
 # with a tight memory limit is not OOM-killed while profiling a large model.
 CHUNK_BYTES = 48 * 2**20
 
@@ -331,6 +335,8 @@ def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRM
         args = [tvm.runtime.tensor(np.random.default_rng(0).standard_normal(graph.tensors[t].shape).astype(graph.tensors[t].dtype), dev)
                 for t in segs[0].inputs]
         measured = _median_seconds(vm, dev, "seg0", args, repeat, 0)
+        vm = args = None
+        session.get_function("vm.builtin.memory_manager.clear")()  # the plans run next start from an empty pool
         model.calibration.pop(kind, None)
         predicted = plan_latency(model, graph, plan, all_kinds, [0.0] * len(names), segs).device_compute_s[index]
         model.calibration[kind] = measured / predicted
