@@ -18,14 +18,14 @@ legalization; insert it after FuseTIR in a pipeline of your own.
 from __future__ import annotations
 
 import tvm
-from tvm import s_tir, tirx
+from tvm import s_tir, sym, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.target import Target, codegen
 
 _DATA_PAR = 0
 _COMM_REDUCE = 2
 # Accumulator vectors kept in registers per micro-kernel (AVX2 and NEON have 16 and 32).
-_MAX_ACC_VECTORS = 12
+_MAX_ACC_VECTORS = 13
 # Below this many output elements a parallel loop costs more than it saves.
 _MIN_PARALLEL_ELEMENTS = 4096
 
@@ -80,14 +80,53 @@ def _fill(extent: int, lanes: int) -> float:
     return tile / (-(-tile // lanes) * lanes)
 
 
-def _vector_axis(spatial: list[int], extents: list[int], lanes: int) -> int:
-    """The innermost output axis, unless its extent (13, 27, 55 ...) leaves lanes idle and another
-    axis (the output channels) fills them better."""
+def _strided(stmt, axis: int) -> bool:
+    """Whether a read of the block steps through memory by more than one element along ``axis``
+    (a strided convolution's input along the output width): vector loads become gathers."""
+    var = stmt.iter_vars[axis].var
+    for region in stmt.reads:
+        if not region.region or not _uses(region.region[-1].min, var):
+            continue
+        coefficients = sym.detect_linear_equation(region.region[-1].min, [var])
+        if not coefficients or not isinstance(coefficients[0], tirx.IntImm) or int(coefficients[0]) != 1:
+            return True
+    return False
+
+
+def _indexes_directly(sch, stmt, axis: int) -> bool:
+    """Whether vector loads along ``axis`` need no gathers: every read ignores it, indexes its last
+    dimension by it, or is a parameter with one dimension indexed by it alone (a conv weight's
+    output channel), which _make_contiguous brings innermost."""
+    var = stmt.iter_vars[axis].var
+    allocated = list(sch.get(get_root_block(sch)).alloc_buffers)
+    for region in stmt.reads:
+        dims = [j for j, r in enumerate(region.region) if _uses(r.min, var)]
+        if not dims or dims == [len(region.region) - 1]:
+            continue
+        if any(region.source.same_as(a) for a in allocated):
+            return False
+        if len(dims) > 1 or not region.region[dims[0]].min.same_as(var):
+            return False
+    return True
+
+
+# A reduction this long amortises an accumulator tile written back across channels (a strided store
+# per element): below it, 7-of-8-lane vectors along the image row are the cheaper choice.
+_MIN_REDUCTION_FOR_CHANNEL_VECTORS = 128
+
+
+def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: int, lanes: int) -> int:
+    """The innermost output axis (the image row), unless its reads are strided or its extent (13,
+    27, 28 ...) leaves lanes idle, and the output channels fill every lane without gathers."""
+    stmt = sch.get(block)
     inner = spatial[-1]
-    if _fill(extents[inner], lanes) >= 0.75:
+    channels = [i for i in spatial[:-1] if _fill(extents[i], lanes) >= 1.0 and _indexes_directly(sch, stmt, i)]
+    if not channels or _fill(extents[inner], lanes) >= 1.0 and not _strided(stmt, inner):
         return inner
-    best = max(spatial, key=lambda i: (_fill(extents[i], lanes), i))
-    return best if _fill(extents[best], lanes) > _fill(extents[inner], lanes) else inner
+    if _strided(stmt, inner) or _fill(extents[inner], lanes) < 0.75:
+        return channels[-1]
+    wide = extents[inner] >= 2 * lanes and reduction >= _MIN_REDUCTION_FOR_CHANNEL_VECTORS
+    return channels[-1] if wide else inner
 
 
 def _make_contiguous(sch, block, axis: int) -> None:
@@ -127,7 +166,10 @@ def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int) -> tuple[int, int]
     if vec_extent % lanes:
         vector_options = [(1, _largest_divisor(vec_extent, lanes))]
     else:
-        vector_options = [(k, k * lanes) for k in range(1, 7) if vec_extent % (k * lanes) == 0]
+        # Several vectors: powers of two only, LLVM splits a 24-lane vector badly (8x slower);
+        # with lanes == 1 the "vectors" are unrolled rows, any count.
+        counts = (1, 2, 4) if lanes > 1 else range(1, 7)
+        vector_options = [(k, k * lanes) for k in counts if vec_extent % (k * lanes) == 0]
     best, best_score = (1, vector_options[0][1]), -1.0
     for rows in range(1, min(reg_extent, _MAX_ACC_VECTORS) + 1):
         if reg_extent % rows:
@@ -147,25 +189,39 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
     reduce = [i for i, k in enumerate(kinds) if k == _COMM_REDUCE]
     if not spatial or not reduce or max(spatial) > min(reduce):
         return
-    vec_axis = _vector_axis(spatial, extents, lanes)
+    reduction = 1
+    for i in reduce:
+        reduction *= extents[i]
+    vec_axis = _vector_axis(sch, block, spatial, extents, reduction, lanes)
     if vec_axis != spatial[-1]:
         _make_contiguous(sch, block, vec_axis)
     others = [i for i in spatial if i != vec_axis and extents[i] > 1]
-    # Prefer the axis whose tile fills the registers best; on ties the inner one (contiguous reads).
+    stmt = sch.get(block)
+    # Rows of the micro-kernel: an axis the data read ignores (the output channels), so each loaded
+    # input vector serves every row; otherwise the axis whose tile fills the registers best.
+    broadcast = [i for i in others if not any(_uses(r.min, stmt.iter_vars[i].var) for r in stmt.reads[0].region)
+                 and _largest_divisor(extents[i], 8) >= 4]
     reg_axis = (
-        max(others, key=lambda i: (_largest_divisor(extents[i], 8), i)) if others else None
+        max(broadcast or others, key=lambda i: (_largest_divisor(extents[i], 8), i)) if others else None
     )
     reg_tile, vec_tile = _tile_sizes(
         extents[reg_axis] if reg_axis is not None else 1, extents[vec_axis], lanes
     )
+    # One vector wide (56, 28, 14 ...): more vectors come from a further output axis (the rows of
+    # the image), each its own load, so every broadcast weight feeds several FMAs.
+    group_axis, group_tile = None, 1
+    rest = [i for i in others if i != reg_axis]
+    if vec_tile <= lanes and reg_axis in broadcast and rest:
+        group_axis = rest[-1]
+        reg_tile, group_tile = _tile_sizes(extents[reg_axis], extents[group_axis], 1)
     outer, inner = [], []
     for i in spatial:
         if i == vec_axis:
             vo, vi = sch.split(loops[i], [None, vec_tile])
             outer.append(vo)
             vec_inner = vi
-        elif i == reg_axis:
-            ro, ri = sch.split(loops[i], [None, reg_tile])
+        elif i in (reg_axis, group_axis):
+            ro, ri = sch.split(loops[i], [None, reg_tile if i == reg_axis else group_tile])
             outer.append(ro)
             inner.append(ri)
         else:
@@ -184,6 +240,7 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
         sch.unroll(loop)
     sch.vectorize(vec_inner)
     writeback = sch.cache_write(block, 0, "local")
+    _vector_dim_last(sch, block, vec_axis)
     sch.reverse_compute_at(writeback, fused)
     init = sch.decompose_reduction(block, reduce_loops[0])
     for tile_block in (init, writeback):
@@ -192,6 +249,18 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
             sch.unroll(loop)
         if tile_loops:
             sch.vectorize(tile_loops[-1])
+
+
+def _vector_dim_last(sch, block, axis: int) -> None:
+    """Lay the block's accumulator out with ``axis`` innermost: a vector of accumulators is then
+    one register instead of lanes strided through memory (when the vector runs over channels)."""
+    var = sch.get(block).iter_vars[axis].var
+    region = sch.get(block).writes[0].region
+    dims = [j for j, r in enumerate(region) if r.min.same_as(var)]
+    if len(dims) != 1 or dims[0] == len(region) - 1:
+        return
+    order = [j for j in range(len(region)) if j != dims[0]] + dims
+    sch.transform_layout(block, ("write", 0), tirx.IndexMap.from_func(lambda *idx: [idx[j] for j in order], ndim=len(order)))
 
 
 def _schedule_injective(sch, block, loops, extents, cores) -> None:
@@ -214,6 +283,28 @@ def _schedule_injective(sch, block, loops, extents, cores) -> None:
     sch.parallel(sch.fuse(*leading) if len(leading) > 1 else leading[0])
 
 
+def _spatial_only(sch, block) -> bool:
+    return all(int(iv.iter_type) == _DATA_PAR for iv in sch.get(block).iter_vars)
+
+
+def _inline_elementwise_chains(sch: s_tir.Schedule) -> bool:
+    """Compute each intermediate spatial block (bias, batch norm, activation, exp's stages) inside
+    the spatial blocks that read it, so a chain of them is one pass over memory instead of one
+    pass each. Blocks that feed a reduction (a convolution's padding) stay: inlined there they
+    would put a bounds test in its innermost loop."""
+    changed = False
+    for block in sch.get_child_blocks(get_root_block(sch)):
+        try:
+            consumers = sch.get_consumers(block)
+            if not consumers or not _spatial_only(sch, block) or not all(_spatial_only(sch, c) for c in consumers):
+                continue
+            sch.compute_inline(block)
+            changed = True
+        except (s_tir.ScheduleError, RuntimeError):
+            continue
+    return changed
+
+
 def default_schedule(sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
     """``sch`` with every block the rules fit scheduled, or None when no block matched a rule.
 
@@ -223,7 +314,7 @@ def default_schedule(sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | No
     """
     lanes = vector_lanes(target)
     cores = num_cores(target)
-    changed = False
+    changed = _inline_elementwise_chains(sch)
     for block in sch.get_child_blocks(get_root_block(sch)):
         plain = _plain_loops(sch, block)
         if plain is None:

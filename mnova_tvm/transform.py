@@ -189,10 +189,43 @@ def ArenaPlanMemory(mod, _ctx):  # noqa: N802
     return new_mod
 
 
+def _fast_sigmoid(x):
+    from tvm import te, topi
+
+    one = tvm.tirx.const(1.0, x.dtype)
+    exp = topi.fast_exp(te.compute(x.shape, lambda *i: -x(*i), name="negate"))
+    return te.compute(x.shape, lambda *i: one / (one + exp(*i)), name="sigmoid")
+
+
+@tvm.transform.module_pass(opt_level=0, name="mnova.FastSigmoid")
+def FastSigmoid(mod, _ctx):  # noqa: N802
+    """Sigmoid (and so SiLU/Swish) through TVM's vectorisable fast_exp instead of a libm expf call
+    per element, which made EfficientNet's activations a quarter of its time. Relative error
+    ≤ 1.2e-6 (float32 rounding of the exact form is 2.3e-7), as ONNX Runtime's own approximation."""
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def visit_call_(self, call):
+            call = super().visit_call_(call)
+            if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.sigmoid" and \
+                    str(call.args[0].ty.dtype) == "float32":
+                return self.builder_.call_te(_fast_sigmoid, call.args[0], primfunc_name_hint="fast_sigmoid")
+            return call
+
+    rewriter = Rewriter(mod)
+    for gvar, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gvar, rewriter.visit_expr(func))
+    return rewriter.builder_.get()
+
+
 def fusion_passes() -> list:
-    """Legalize and fuse (FuseOps/FuseTIR), as tvm.compile's default pipeline does before lowering."""
-    return [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-            relax.transform.FoldConstant(), relax.transform.FuseOps(), relax.transform.FuseTIR()]
+    """Legalize and fuse (FuseOps/FuseTIR), as tvm.compile's default pipeline does before lowering;
+    batch norm is decomposed first (per-channel constants folded), so it fuses into the convolution
+    before it instead of running as a kernel of its own with a square root per element."""
+    return [relax.transform.DecomposeOpsForInference(), FastSigmoid, relax.transform.LegalizeOps(),
+            relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(), relax.transform.FuseOps(),
+            relax.transform.FuseTIR()]
 
 
 def _after_legalize(passes: list) -> int:
