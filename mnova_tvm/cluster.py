@@ -106,11 +106,17 @@ def _short(cluster: str) -> str:
     return hashlib.sha1(cluster.encode()).hexdigest()[:5]
 
 
+# glibc raises its mmap threshold each time a large block is freed, after which freed weights and
+# buffers stay in the heap: a server loading one library after another grew ~15 MiB per library
+# until its memory limit killed it. A fixed threshold returns every large block to the system.
+SERVER_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 * 2**10), "MALLOC_TRIM_THRESHOLD_": str(64 * 2**10)}
+
+
 def _spawn(cmd: list[str], log: Path) -> subprocess.Popen:
     """Start a detached process group (so Ctrl-C of a client does not reach it; stop kills it)."""
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, env={**os.environ, **SERVER_ENV})
 
 
 def _kill_group(pid: int) -> None:

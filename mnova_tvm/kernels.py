@@ -113,6 +113,9 @@ def _indexes_directly(sch, stmt, axis: int) -> bool:
 # A reduction this long amortises an accumulator tile written back across channels (a strided store
 # per element): below it, 7-of-8-lane vectors along the image row are the cheaper choice.
 _MIN_REDUCTION_FOR_CHANNEL_VECTORS = 128
+# Above this the weights a channel-vector tile sweeps per output pixel fall out of cache (512->512
+# 3x3 on 28x28: 2.4x slower than 7-lane vectors along the row).
+_MAX_CHANNEL_VECTOR_WEIGHT_BYTES = 2 * 2**20
 
 
 def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: int, lanes: int) -> int:
@@ -125,8 +128,9 @@ def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: 
         return inner
     if _strided(stmt, inner) or _fill(extents[inner], lanes) < 0.75:
         return channels[-1]
-    wide = extents[inner] >= 2 * lanes and reduction >= _MIN_REDUCTION_FOR_CHANNEL_VECTORS
-    return channels[-1] if wide else inner
+    channel = channels[-1]
+    worth_it = extents[inner] >= 2 * lanes and reduction >= _MIN_REDUCTION_FOR_CHANNEL_VECTORS
+    return channel if worth_it and 4 * reduction * extents[channel] <= _MAX_CHANNEL_VECTOR_WEIGHT_BYTES else inner
 
 
 def _make_contiguous(sch, block, axis: int) -> None:
@@ -227,6 +231,11 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
         else:
             outer.append(loops[i])
     reduce_loops = [loops[i] for i in reduce]
+    # The rows' channel tiles run innermost of the outer loops: the input the tile reads stays in
+    # cache while every channel tile uses it (a 224x224 image: 9x faster than a pass per tile).
+    if reg_axis in broadcast:
+        last = spatial.index(reg_axis)
+        outer = outer[:last] + outer[last + 1:] + [outer[last]]
     sch.reorder(*outer, *reduce_loops, *inner, vec_inner)
     fused = sch.fuse(*outer)
     out_elements = 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Profile a real board that has joined a TVM RPC tracker, and add its rows to a dataset.
-#   on the board:  python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4b-1
+#   on the board:  MALLOC_MMAP_THRESHOLD_=65536 MALLOC_TRIM_THRESHOLD_=65536 python -m tvm.exec.rpc_server --tracker HOST:9190 --key rpi4b-1
 #   here:          bash scripts/profile_board.sh CLUSTER.json [DATASET] [MODELS...]
 # CLUSTER.json lists the board (board JSON, RPC key, budget, link) and the tracker's host and port;
 # the cluster must already be up (its tracker running: mnova cluster up --cluster CLUSTER.json).
