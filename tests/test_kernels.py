@@ -8,7 +8,7 @@ from tvm import relax
 from tvm.support import cc
 
 from mnova_tvm import frontend, kernels, zoo
-from mnova_tvm.transform import lowering_pipeline
+from mnova_tvm.transform import FastSigmoid, SubsampleStridedPointwise, fusion_passes, lowering_pipeline
 
 HOST = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4}
@@ -38,8 +38,27 @@ def _conv(c, f, hw, k, stride=1, groups=1, relu=True):
     return _model(nodes, [1, c, hw, hw], [1, f, out, out], {"W": (f, c // groups, k, k), "B": (f,)})
 
 
+def _conv_batchnorm(c, f, hw):
+    rng = np.random.default_rng(0)
+    arrays = {"W": rng.standard_normal((f, c, 3, 3)), "scale": rng.standard_normal(f), "bias": rng.standard_normal(f),
+              "mean": rng.standard_normal(f), "var": rng.uniform(0.5, 2.0, f)}
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1] * 4),
+         helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["y"])],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, hw, hw])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, f, hw, hw])],
+        [numpy_helper.from_array(a.astype("float32"), n) for n, a in arrays.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
 CASES = {
     "conv3x3": _conv(8, 16, 10, 3),
+    "conv7x7_stride2": _conv(3, 16, 20, 7, stride=2),  # strided rows: output channels are vectorised
+    "conv1x1_stride2": _conv(16, 24, 9, 1, stride=2),  # SubsampleStridedPointwise, then a plain 1x1
+    "conv1x1_width28": _conv(192, 32, 28, 1),  # long reduction, 7-of-8-lane rows: channel vectors
+    "conv_batchnorm": _conv_batchnorm(8, 16, 10),  # batch norm decomposed and fused into the conv
+    "swish": _model([helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["y"])],
+                    [1, 8, 10, 10], [1, 8, 10, 10], {}),  # FastSigmoid's fast_exp
     "conv3x3_stride2": _conv(8, 12, 9, 3, stride=2),
     "conv1x1": _conv(16, 24, 7, 1, relu=False),
     "conv_width13": _conv(8, 16, 13, 3),  # 13 fills no vector: output channels are vectorised
@@ -120,3 +139,20 @@ def test_arm_build_links(tmp_path, target, compiler, machine):
     header = path.read_bytes()[:20]
     assert header[:4] == b"\x7fELF"
     assert int.from_bytes(header[18:20], "little") == machine
+
+
+def test_rewrites_before_legalization():
+    """FastSigmoid, SubsampleStridedPointwise and the batch-norm decomposition really rewrite."""
+    swish = frontend.import_onnx(CASES["swish"])
+    assert "R.sigmoid" in swish.script()
+    rewritten = FastSigmoid(swish).script()
+    assert "R.sigmoid" not in rewritten and "fast_sigmoid" in rewritten
+    strided = frontend.import_onnx(CASES["conv1x1_stride2"])
+    rewritten = SubsampleStridedPointwise(strided).script()
+    assert "R.strided_slice" in rewritten and "strides=[2, 2]" not in rewritten.split("R.nn.conv2d")[1]
+    unstrided = frontend.import_onnx(CASES["conv3x3_stride2"])  # 3x3: needs the pixels between
+    assert "R.strided_slice" not in SubsampleStridedPointwise(unstrided).script()
+    with HOST:
+        fused = tvm.transform.Sequential(fusion_passes())(frontend.import_onnx(CASES["conv_batchnorm"]))
+    names = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    assert len(names) == 1 and "conv2d" in names[0], names  # the batch norm is part of the conv's kernel
