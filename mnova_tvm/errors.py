@@ -5,6 +5,10 @@ class MnovaError(Exception):
     """A user-facing error. The CLI prints it on one line and exits with code 2, no traceback."""
 
 
+class ProfilingInterrupted(MnovaError):
+    """A device died while being profiled; what was timed is kept, so a rerun resumes after it."""
+
+
 def last_line(err: BaseException) -> str:
     """The line of a (TVM) exception that says what went wrong: its last, or its type name."""
     text = str(err).strip()

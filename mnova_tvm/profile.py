@@ -23,7 +23,7 @@ from tvm import relax
 
 from . import cluster as testbed
 from .costmodel import FEATURES, slice_features
-from .errors import MnovaError, last_line
+from .errors import MnovaError, ProfilingInterrupted, last_line
 from .graph import OpGraph, binding_names, dataflow_bindings
 from .partition import allowed_dims, op_segment, partition_op, quantise, split_size
 from .runtime import _SegmentBuilder, _tensor_names
@@ -166,7 +166,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
             raise
         except Exception as err:
             _append(dataset, rows)  # what was timed stays: a rerun resumes after it
-            raise MnovaError(f"device {device.name} stopped answering while profiling {model} "
+            raise ProfilingInterrupted(f"device {device.name} stopped answering while profiling {model} "
                              f"({last_line(err)}); its memory limit or a crash? see its log, "
                              f"restart the cluster and rerun to resume") from None
         finally:

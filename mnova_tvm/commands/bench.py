@@ -109,12 +109,17 @@ def _budgeted(cluster, need: int, fractions: list[float]):
     return dataclasses.replace(cluster, devices=devices)
 
 
+# An emulated device's RPC server grows while it loads library after library (10-25 MiB each,
+# glibc and TVM's module loading); on a small memory limit a long profile outlives it.
+PROFILING_RESTARTS = 4
+
+
 def run_latency(args) -> int:
     import tempfile
 
     from .. import cluster as testbed
     from ..geneflow import GAConfig
-    from ..errors import MnovaError
+    from ..errors import MnovaError, ProfilingInterrupted
     from ..partition import device_memory, segments, single_device_plan
     from ..pipeline import main_job
     from ..runtime import prepare
@@ -135,10 +140,19 @@ def run_latency(args) -> int:
         print(f"[{i}/{len(models)}] {name}: single-device need {mib(need)} MiB", file=sys.stderr, flush=True)
         budgets = "/".join(f"{d.memory_budget_bytes / 2**20:.1f}" for d in cluster.devices)
         try:
-            with tempfile.TemporaryDirectory(prefix="mnova-bench-") as workdir, testbed.LocalCluster(cluster) as state:
-                job = main_job(name, mod, cluster, state, Path(workdir), compare=True,
-                               measure=("geneflow", "single", "height", "channel", "greedy", "random"),
-                               ga_config=GAConfig(generations=args.generations), repeat=args.repeat)
+            for restarts in range(PROFILING_RESTARTS + 1):
+                try:
+                    with tempfile.TemporaryDirectory(prefix="mnova-bench-") as workdir, \
+                            testbed.LocalCluster(cluster) as state:
+                        job = main_job(name, mod, cluster, state, Path(workdir), compare=True,
+                                       measure=("geneflow", "single", "height", "channel", "greedy", "random"),
+                                       ga_config=GAConfig(generations=args.generations), repeat=args.repeat)
+                    break
+                except ProfilingInterrupted as err:  # resumable: a fresh cluster goes on from the last row
+                    if restarts == PROFILING_RESTARTS:
+                        raise
+                    print(f"{name}: {err}; restarting the cluster ({restarts + 1}/{PROFILING_RESTARTS})",
+                          file=sys.stderr, flush=True)
         except MnovaError as err:  # one model's failure is a row of the results, not the end of the benchmark
             print(f"{name}: {err}", file=sys.stderr, flush=True)
             rows.append([name, budgets, f"failed: {err}"] + ["-"] * (len(header) - 3))
@@ -163,6 +177,7 @@ measured: median of {args.repeat} runs after a warm-up, through the coordinator 
 single-device TVM (rtol 1e-5). "vs best single": latency reduction against the fastest single device whose budget holds
 the model (none when every budget is below the model's need). "GenEFlow faster by": GenEFlow's measured latency
 against that plan's. GenEFlow: {args.generations} generations, population 48; random search gets as many evaluations.
+A device that dies while profiling (memory limit) gets a fresh cluster and profiling resumes (up to {PROFILING_RESTARTS} times).
 
 """ + markdown_table(header, rows)
         with atomic_path(args.out) as tmp:  # rewritten after every model: partial results survive
