@@ -308,13 +308,19 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     return model
 
 
+# Loading a library holds its weights about three times over for a moment (the file, the blob read
+# from it, the tensors made from the blob), on top of an idle RPC server's ~150 MiB.
+_LOAD_COPIES = 3
+_IDLE_SERVER_BYTES = 160 * 2**20
+
+
 def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRModule, name: str, workdir: Path,
               log=print, repeat: int = 5) -> None:
     """Set each device kind's calibration factor from a whole-model run of `mod` on one device
     of that kind: measured seconds over the sum of the operators' predictions."""
     from .costmodel import plan_latency
     from .graph import from_relax
-    from .partition import single_device_plan
+    from .partition import device_memory, single_device_plan
     from .runtime import compile_plan, prepare
 
     mod = prepare(mod)
@@ -324,19 +330,31 @@ def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRM
         kinds.setdefault(device_kind(device), index)
     names = [d.name for d in cluster.devices]
     all_kinds = [device_kind(d) for d in cluster.devices]
+    limits = {d.name: d.memory_limit_bytes for d in state.devices}
     for kind, index in kinds.items():
         device = cluster.devices[index]
         plan = single_device_plan(graph, names, index)
+        limit = limits.get(device.name)
+        if limit is not None and _LOAD_COPIES * graph.weight_bytes + device_memory(graph, plan)[index] + _IDLE_SERVER_BYTES > limit:
+            log(f"calibration {kind}: skipped, the whole {name} does not load within {device.name}'s memory limit "
+                f"({limit / 2**20:.0f} MiB); factor kept at {model.calibration.get(kind, 1.0):.2f}")
+            continue
         _, segs, paths = compile_plan(mod, plan, [d.board for d in cluster.devices], workdir / f"calibrate-{index}", graph)
-        session = testbed.connect(state, device.name)
-        session.upload(str(paths[index]))
-        dev = session.cpu()
-        vm = relax.VirtualMachine(session.load_module(paths[index].name), dev)
-        args = [tvm.runtime.tensor(np.random.default_rng(0).standard_normal(graph.tensors[t].shape).astype(graph.tensors[t].dtype), dev)
-                for t in segs[0].inputs]
-        measured = _median_seconds(vm, dev, "seg0", args, repeat, 0)
-        vm = args = None
-        session.get_function("vm.builtin.memory_manager.clear")()  # the plans run next start from an empty pool
+        try:
+            session = testbed.connect(state, device.name)
+            session.upload(str(paths[index]))
+            dev = session.cpu()
+            vm = relax.VirtualMachine(session.load_module(paths[index].name), dev)
+            args = [tvm.runtime.tensor(np.random.default_rng(0).standard_normal(graph.tensors[t].shape).astype(graph.tensors[t].dtype), dev)
+                    for t in segs[0].inputs]
+            measured = _median_seconds(vm, dev, "seg0", args, repeat, 0)
+            vm = args = None
+            session.get_function("vm.builtin.memory_manager.clear")()  # the plans run next start from an empty pool
+        except MnovaError:
+            raise
+        except Exception as err:
+            raise MnovaError(f"device {device.name} stopped answering while running the whole {name} to calibrate "
+                             f"({last_line(err)}); its memory limit? restart the cluster, or give the device more memory") from None
         model.calibration.pop(kind, None)
         predicted = plan_latency(model, graph, plan, all_kinds, [0.0] * len(names), segs).device_compute_s[index]
         model.calibration[kind] = measured / predicted

@@ -121,11 +121,13 @@ def run_latency(args) -> int:
     from ..geneflow import GAConfig
     from ..errors import MnovaError, ProfilingInterrupted
     from ..partition import device_memory, segments, single_device_plan
-    from ..pipeline import main_job
+    from ..pipeline import default_cost_model_path, main_job
+    from ..profile import cost_model_for
     from ..runtime import prepare
     from ..targets import load_cluster
 
     base = load_cluster(args.cluster)
+    cost_model_path = default_cost_model_path(base)
     fractions = [float(f) for f in args.budget_fractions.split(",")]
     models = args.models or list(zoo.MODELS)
     header = ["model", "budgets MiB", "plan", "predicted ms", "measured ms", "vs best single %",
@@ -140,19 +142,23 @@ def run_latency(args) -> int:
         print(f"[{i}/{len(models)}] {name}: single-device need {mib(need)} MiB", file=sys.stderr, flush=True)
         budgets = "/".join(f"{d.memory_budget_bytes / 2**20:.1f}" for d in cluster.devices)
         try:
+            # Profiled and calibrated with the cluster's own memory limits: the budgets below are
+            # for the plans, and a device profiling under them is only more likely to be killed.
             for restarts in range(PROFILING_RESTARTS + 1):
                 try:
                     with tempfile.TemporaryDirectory(prefix="mnova-bench-") as workdir, \
-                            testbed.LocalCluster(cluster) as state:
-                        job = main_job(name, mod, cluster, state, Path(workdir), compare=True,
-                                       measure=("geneflow", "single", "height", "channel", "greedy", "random"),
-                                       ga_config=GAConfig(generations=args.generations), repeat=args.repeat)
+                            testbed.LocalCluster(base) as state:
+                        cost_model_for(base, state, [(name, mod)], cost_model_path, Path(workdir))
                     break
                 except ProfilingInterrupted as err:  # resumable: a fresh cluster goes on from the last row
                     if restarts == PROFILING_RESTARTS:
                         raise
                     print(f"{name}: {err}; restarting the cluster ({restarts + 1}/{PROFILING_RESTARTS})",
                           file=sys.stderr, flush=True)
+            with tempfile.TemporaryDirectory(prefix="mnova-bench-") as workdir, testbed.LocalCluster(cluster) as state:
+                job = main_job(name, mod, cluster, state, Path(workdir), cost_model_path=cost_model_path, compare=True,
+                               measure=("geneflow", "single", "height", "channel", "greedy", "random"),
+                               ga_config=GAConfig(generations=args.generations), repeat=args.repeat)
         except MnovaError as err:  # one model's failure is a row of the results, not the end of the benchmark
             print(f"{name}: {err}", file=sys.stderr, flush=True)
             rows.append([name, budgets, f"failed: {err}"] + ["-"] * (len(header) - 3))
@@ -172,7 +178,8 @@ def run_latency(args) -> int:
 Cluster `{base.name}` ({", ".join(f"{d.name}: {d.cpu_quota or 1:g} CPU, {d.link.bandwidth_mbps:g} Mbit/s, {d.link.latency_ms:g} ms" for d in base.devices)}),
 emulated (network namespaces, tc bandwidth shaping, link latency added per transfer by the coordinator, cgroup CPU
 quota and memory limit = budget + the RPC server's runtime allowance). Budgets are fractions {args.budget_fractions} of each
-model's single-device need. Predicted: the XGBoost cost model's plan-level estimate (quick profile of the model);
+model's single-device need. Predicted: the XGBoost cost model's plan-level estimate (quick profile of the model and
+whole-model calibration per device kind, both under the cluster's own memory limits);
 measured: median of {args.repeat} runs after a warm-up, through the coordinator over TVM RPC; output checked against
 single-device TVM (rtol 1e-5). "vs best single": latency reduction against the fastest single device whose budget holds
 the model (none when every budget is below the model's need). "GenEFlow faster by": GenEFlow's measured latency
