@@ -296,8 +296,8 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     _, links = read_dataset(dataset)
     need_links = not {d.name for d in cluster.devices} <= {r["device"] for r in links}
     written = profile_cluster(cluster, state, models, dataset, workdir, links=need_links, quick=True, log=log)
-    if not written and path.exists():
-        model = CostModel.load(path)
+    if not written and path.exists() and path.stat().st_mtime >= dataset.stat().st_mtime:
+        model = CostModel.load(path)  # fitted after the dataset's last row
     else:
         rows, links = read_dataset(dataset)
         model = train(rows, links, log=log)
