@@ -295,11 +295,10 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     dataset = path.with_suffix(".jsonl")
     _, links = read_dataset(dataset)
     need_links = not {d.name for d in cluster.devices} <= {r["device"] for r in links}
-    written = profile_cluster(cluster, state, models, dataset, workdir, links=need_links, quick=True, log=log)
-    if not written and path.exists() and path.stat().st_mtime >= dataset.stat().st_mtime:
-        model = CostModel.load(path)  # fitted after the dataset's last row
-    else:
-        rows, links = read_dataset(dataset)
+    profile_cluster(cluster, state, models, dataset, workdir, links=need_links, quick=True, log=log)
+    rows, links = read_dataset(dataset)
+    model = CostModel.load(path) if path.exists() else None
+    if model is None or model.metadata.get("rows") != len(rows):  # refit unless fitted on exactly these rows
         model = train(rows, links, log=log)
     name, mod = models[0]
     calibrate(model, cluster, state, mod, name, workdir, log)
