@@ -21,6 +21,8 @@ legalization; insert it after FuseTIR in a pipeline of your own.
 
 from __future__ import annotations
 
+import math
+
 import tvm
 from tvm import s_tir, sym, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
@@ -128,11 +130,12 @@ def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: 
     stmt = sch.get(block)
     inner = spatial[-1]
     channels = [i for i in spatial[:-1] if _fill(extents[i], lanes) >= 1.0 and _indexes_directly(sch, stmt, i)]
-    if not channels or _fill(extents[inner], lanes) >= 1.0 and not _strided(stmt, inner):
+    strided = _strided(stmt, inner)
+    if not channels or _fill(extents[inner], lanes) >= 1.0 and not strided:
         return inner
-    if _strided(stmt, inner) or _fill(extents[inner], lanes) < 0.75:
-        return channels[-1]
     channel = channels[-1]
+    if strided or _fill(extents[inner], lanes) < 0.75:
+        return channel
     worth_it = extents[inner] >= 2 * lanes and reduction >= _MIN_REDUCTION_FOR_CHANNEL_VECTORS
     return channel if worth_it and 4 * reduction * extents[channel] <= _MAX_CHANNEL_VECTOR_WEIGHT_BYTES else inner
 
@@ -197,9 +200,7 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
     reduce = [i for i, k in enumerate(kinds) if k == _COMM_REDUCE]
     if not spatial or not reduce or max(spatial) > min(reduce):
         return
-    reduction = 1
-    for i in reduce:
-        reduction *= extents[i]
+    reduction = math.prod(extents[i] for i in reduce)
     vec_axis = _vector_axis(sch, block, spatial, extents, reduction, lanes)
     if vec_axis != spatial[-1]:
         _make_contiguous(sch, block, vec_axis)
@@ -238,17 +239,13 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
     # When the input outweighs the weights, the rows' channel tiles run innermost of the outer
     # loops: the input a tile reads stays in cache while every channel tile uses it (64->64 3x3 on
     # 224x224: 9x faster than a pass over the image per tile). Otherwise each weight tile stays.
-    input_elements = 1
-    for extent in stmt.reads[0].source.shape:
-        input_elements *= int(extent)
+    input_elements = math.prod(int(extent) for extent in stmt.reads[0].source.shape)
     if reg_axis in broadcast and input_elements > reduction * extents[reg_axis]:
         last = spatial.index(reg_axis)
         outer = outer[:last] + outer[last + 1:] + [outer[last]]
     sch.reorder(*outer, *reduce_loops, *inner, vec_inner)
     fused = sch.fuse(*outer)
-    out_elements = 1
-    for i in spatial:
-        out_elements *= extents[i]
+    out_elements = math.prod(extents[i] for i in spatial)
     # The update loops are annotated before decompose_reduction: once split from its init, the
     # update block is no longer a complete reduction block and parallel/vectorize reject it.
     if cores > 1 and out_elements >= _MIN_PARALLEL_ELEMENTS:
@@ -286,9 +283,7 @@ def _schedule_injective(sch, block, loops, extents, cores) -> None:
     Fusing the whole nest to vectorise it turns indices into div/mod chains that LLVM cannot
     vectorise (measured 5x slower on a pad); the untouched innermost loop it vectorises itself.
     """
-    total = 1
-    for e in extents:
-        total *= e
+    total = math.prod(extents)
     if cores <= 1 or total < _MIN_PARALLEL_ELEMENTS:
         raise s_tir.ScheduleError("nothing to do")
     leading, work = [], 1

@@ -118,6 +118,13 @@ def _append(path: Path, rows: Iterable[dict]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
+def _empty_pool(session) -> None:
+    """Return the device's VM memory pool to the system. The pooled allocator is one per server
+    process and keeps every buffer it ever freed: without this, a long profile grows until the
+    device's memory limit kills it."""
+    session.get_function("vm.builtin.memory_manager.clear")()
+
+
 def _median_seconds(vm, dev, fname: str, args, repeat: int, min_repeat_ms: int) -> float:
     timer = vm.time_evaluator(fname, dev, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
     return float(statistics.median(timer(*args).results))
@@ -141,9 +148,6 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     session = testbed.connect(state, device.name)  # one session: a server serves one at a time
     dev = session.cpu()
-    # The VM's pooled allocator is one per server process and keeps every buffer it ever freed:
-    # emptied after each library, or a long profile grows until the device's memory limit kills it.
-    release_pool = session.get_function("vm.builtin.memory_manager.clear")
     for number, chunk in enumerate(_chunks(graph, jobs)):
         module = build_profile_module(mod, graph, chunk)
         lib = workdir / f"profile-{model}-{kind.replace('@', '-')}-{number}.so"
@@ -172,7 +176,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
         finally:
             vm = None  # releases the library on the device before the next one is loaded
             lib.unlink(missing_ok=True)
-        release_pool()
+        _empty_pool(session)
         _append(dataset, rows)
         written += len(rows)
         timed += len(rows)
@@ -348,7 +352,7 @@ def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRM
                     for t in segs[0].inputs]
             measured = _median_seconds(vm, dev, "seg0", args, repeat, 0)
             vm = args = None
-            session.get_function("vm.builtin.memory_manager.clear")()  # the plans run next start from an empty pool
+            _empty_pool(session)  # the plans run next start from an empty pool
         except MnovaError:
             raise
         except Exception as err:
