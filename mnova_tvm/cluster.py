@@ -338,8 +338,10 @@ def wait_registered(state: ClusterState, keys: list[str], timeout: float = START
         time.sleep(0.2)
 
 
-def connect(state: ClusterState, device: str, timeout: float = 10.0):
-    """An RPC session to `device` through the tracker; a dead device is a clear error within `timeout`."""
+def connect(state: ClusterState, device: str, timeout: float = 60.0):
+    """An RPC session to `device` through the tracker; a dead device is a clear error at once, a busy
+    one after `timeout` (a server re-registers only once the forked process of its last session has
+    exited, which under a small CPU quota and memory limit has taken over 10 s)."""
     from tvm import rpc
 
     dev = state.device(device)
@@ -347,7 +349,7 @@ def connect(state: ClusterState, device: str, timeout: float = 10.0):
     while registered_keys(state).get(dev.key, 0) < 1:
         if not _alive(dev.pid) or time.monotonic() > deadline:
             raise MnovaError(f"device {device} (key {dev.key}) is not answering: its RPC server "
-                             f"{'died' if not _alive(dev.pid) else 'is busy or unregistered'}; restart the cluster")
+                             f"{'died' if not _alive(dev.pid) else f'has been busy or unregistered for {timeout:.0f} s'}; restart the cluster")
         time.sleep(0.1)
     tracker = rpc.connect_tracker(state.tracker_host, state.tracker_port)
     try:
