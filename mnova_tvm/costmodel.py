@@ -47,8 +47,8 @@ def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions:
     """Feature vector of one operator slice (the FEATURES columns)."""
     out_t = graph.tensors[node.outputs[0]]
     out_shape = region_shape(out_t.shape, out_region)
-    out_full = int(np.prod(out_t.shape)) or 1
-    out_count = int(np.prod(out_shape))
+    out_full = math.prod(out_t.shape) or 1
+    out_count = math.prod(out_shape)
     acts = [t for t in node.inputs if graph.tensors[graph.base_of(t)].kind != "weight"]
     in_bytes = sum(region_bytes(graph, t, in_regions.get(t, (-1, 0, 0))) for t in acts)
     first_in = region_shape(graph.tensors[acts[0]].shape, in_regions.get(acts[0], (-1, 0, 0))) if acts else ()
@@ -133,7 +133,8 @@ class CostModel:
             y = np.log2(np.array([max(float(r["latency_s"]), 1e-7) for r in kind_rows]))
             params = {"max_depth": self.max_depth, "eta": self.learning_rate, "seed": self.seed,
                       "objective": "reg:squarederror", "nthread": 2, "subsample": 1.0}
-            self.boosters[kind] = xgb.train(params, xgb.DMatrix(x, label=y), num_boost_round=self.n_estimators)
+            self.boosters[kind] = _for_prediction(xgb.train(params, xgb.DMatrix(x, label=y),
+                                                            num_boost_round=self.n_estimators))
         return self
 
     def predict(self, features: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
@@ -179,7 +180,7 @@ class CostModel:
         for kind, raw in data["boosters"].items():
             booster = xgb.Booster()
             booster.load_model(bytearray(base64.b64decode(raw)))
-            model.boosters[kind] = booster
+            model.boosters[kind] = _for_prediction(booster)
         model.links = {name: LinkFit(**fit) for name, fit in data.get("links", {}).items()}
         model.calibration = {k: float(v) for k, v in data.get("calibration", {}).items()}
         return model
@@ -273,34 +274,50 @@ class PlanEstimate:
 def plan_latency(model: CostModel, graph: OpGraph, plan: Plan, kinds: Sequence[str],
                  coordinator_latency_s: Sequence[float], segs: list[Segment] | None = None,
                  cache: dict | None = None) -> PlanEstimate:
-    """Predicted end-to-end latency of `plan` (same rules as runtime.execute)."""
+    """Predicted end-to-end latency of `plan` (same rules as runtime.execute): segments one after
+    another, each as long as its slowest device's transfers and compute."""
     segs = segments(graph, plan) if segs is None else segs
-    n = len(plan.devices)
-    for name in plan.devices:
+    compute, wire = segment_seconds(model, graph, segs, plan.devices, kinds, coordinator_latency_s, cache)
+    per_segment = (compute + wire).max(axis=1)
+    return PlanEstimate(float(per_segment.sum()), tuple(per_segment), tuple(compute.sum(axis=0)), tuple(wire.sum(axis=0)))
+
+
+def segment_seconds(model: CostModel, graph: OpGraph, segs: Sequence[Segment], devices: Sequence[str],
+                    kinds: Sequence[str], coordinator_latency_s: Sequence[float],
+                    cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Predicted (compute, wire) seconds of each segment on each device, shape (len(segs), devices)."""
+    n = len(devices)
+    for name in devices:
         if name not in model.links:
             raise MnovaError(f"the cost model has no link data for device {name}: profile the cluster's links")
     compute_rows, owners = [], []
-    for seg in segs:
+    for s, seg in enumerate(segs):
         for d in range(n):
             if seg.active(d):
                 for feats in segment_features(graph, seg, d):
                     compute_rows.append(feats)
-                    owners.append((seg.index, d))
+                    owners.append((s, d))
     seconds = _predict_cached(model, compute_rows, [kinds[d] for _, d in owners], cache)
     compute = np.zeros((len(segs), n))
     for (s, d), t in zip(owners, seconds):
         compute[s, d] += t
     wire = np.zeros((len(segs), n))
-    for seg in segs:
+    for s, seg in enumerate(segs):
         for d in range(n):
             if not seg.active(d):
                 continue
-            link = model.links[plan.devices[d]]
-            wire[seg.index, d] = (2 * coordinator_latency_s[d] + link.call_s
-                                  + sum(link.send(region_bytes(graph, t, r)) for t, r in seg.input_regions[d].items())
-                                  + sum(link.receive(region_bytes(graph, t, r)) for t, r in seg.output_regions[d].items()))
-    per_segment = (compute + wire).max(axis=1)
-    return PlanEstimate(float(per_segment.sum()), tuple(per_segment), tuple(compute.sum(axis=0)), tuple(wire.sum(axis=0)))
+            link = model.links[devices[d]]
+            wire[s, d] = (2 * coordinator_latency_s[d] + link.call_s
+                          + sum(link.send(region_bytes(graph, t, r)) for t, r in seg.input_regions[d].items())
+                          + sum(link.receive(region_bytes(graph, t, r)) for t, r in seg.output_regions[d].items()))
+    return compute, wire
+
+
+def _for_prediction(booster):
+    """One thread: the planner predicts a few hundred rows at a time, where XGBoost's thread pool
+    costs 15x the work (15 ms against 1 ms per call here); a 5000-row batch still takes 20 ms."""
+    booster.set_param({"nthread": 1})
+    return booster
 
 
 def _predict_cached(model: CostModel, rows: list, kinds: list, cache: dict | None) -> np.ndarray:

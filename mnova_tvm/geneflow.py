@@ -7,8 +7,11 @@ once (latency and constraint violation), so it can be tested on synthetic proble
 the cost model without knowing about TVM.
 
 Selection follows Deb's feasibility rules (feasible beats infeasible; between feasible, lower
-latency; between infeasible, lower violation), with elitism. One- and two-point crossover keep
-runs of consecutive operators together, which is what lets the partitioner form segments.
+latency; between infeasible, lower violation), with elitism. Two-point crossover keeps runs of
+consecutive operators together, which is what lets the partitioner form segments; a run-level
+mutation moves a run's boundary or hands the run to one device; when the best stops improving
+for a few generations, all but the elite are drawn anew (the population has converged on a
+local optimum, which on long chains random search with as many evaluations would otherwise beat).
 """
 
 from __future__ import annotations
@@ -51,11 +54,13 @@ class GAConfig:
     share_mutation_rate: float | None = None  # per gene; default 2 / n_ops
     share_sigma: float = 0.15
     elite: int = 2
-    tournament: int = 2
+    tournament: int = 4  # strong selection: on long chains convergence, not diversity, is short
     seed: int = 0
     patience: int | None = None  # stop after this many generations without improvement
     oversample: int = 4  # generation 0 draws this many times the population and keeps the best
     polish: bool = True  # merge neighbouring runs of the best chromosome while that helps
+    restart: int | None = 5  # after this many generations without improvement, redraw all but the elite
+    run_mutation_rate: float = 0.5  # chance that a child also has one run changed as a whole
 
     def validate(self) -> None:
         if self.population < 4 or self.generations < 1:
@@ -193,7 +198,41 @@ def _mutate(dims, shares, problem, config, rng):
         onehot = np.zeros(d)
         onehot[int(rng.integers(0, d))] = 1.0
         shares[lo:hi] = onehot
+    if rng.random() < config.run_mutation_rate:
+        dims, shares = _mutate_run(dims, shares, problem, rng)
     return _repair(dims, problem.allowed_dims), _normalise(shares)
+
+
+def _mutate_run(dims, shares, problem, rng):
+    """Change one run (a stretch of equal genes: roughly one segment) as a whole: move its boundary
+    with a neighbour by a geometric number of operators, or give it (or its head or tail) one
+    device or a fresh split. Per-gene changes rarely do this on a long chain; they break runs up."""
+    n, d = shares.shape
+    runs = _runs(dims, shares)
+    move = rng.random()
+    if move < 0.4 and len(runs) > 1:
+        b = int(rng.integers(1, len(runs)))
+        (left_lo, _), (boundary, right_hi) = runs[b - 1], runs[b]
+        step = int(rng.geometric(0.1))
+        if rng.random() < 0.5:  # the left run grows
+            hi = min(boundary + step, right_hi)
+            dims[boundary:hi], shares[boundary:hi] = dims[boundary - 1], shares[boundary - 1]
+        else:  # the right run grows
+            lo = max(boundary - step, left_lo)
+            dims[lo:boundary], shares[lo:boundary] = dims[boundary], shares[boundary]
+        return dims, shares
+    lo, hi = runs[int(rng.integers(len(runs)))]
+    if hi - lo > 1 and rng.random() < 0.5:  # only the head or the tail of the run
+        cut = int(rng.integers(lo + 1, hi))
+        lo, hi = (lo, cut) if rng.random() < 0.5 else (cut, hi)
+    if move < 0.7:
+        dims[lo:hi] = DIM_NONE
+        shares[lo:hi] = np.eye(d)[int(rng.integers(0, d))]
+    else:
+        dim = int(rng.integers(1, 3))
+        dims[lo:hi] = np.where(problem.allowed_dims[lo:hi, dim], dim, DIM_NONE)
+        shares[lo:hi] = rng.dirichlet(np.ones(d))
+    return dims, shares
 
 
 def _tournament(latency, violation, k, count, rng) -> np.ndarray:
@@ -217,8 +256,8 @@ def _runs(dims: np.ndarray, shares: np.ndarray) -> list[tuple[int, int]]:
 def polish(problem: PartitionProblem, dims: np.ndarray, shares: np.ndarray, latency: float, violation: float,
            max_passes: int = 20):
     """Local search on one chromosome, while it helps under Deb's rules: give a run (or a few
-    operators at its edge) its neighbour's gene, merging segments or moving a boundary; or
-    rebalance a split run's proportions (drop a device, move a tenth between two). Returns (dims, shares, latency, violation, evaluations)."""
+    operators at its edge) its neighbour's gene, merging segments or moving a boundary; hand a run
+    to one device; or rebalance a split run's proportions (drop a device, move a tenth between two). Returns (dims, shares, latency, violation, evaluations)."""
     evaluations = 0
     for _ in range(max_passes):
         runs = _runs(dims, shares)
@@ -226,19 +265,24 @@ def polish(problem: PartitionProblem, dims: np.ndarray, shares: np.ndarray, late
             break
         candidates_d, candidates_s = [], []
         for (a_lo, a_hi), (b_lo, b_hi) in zip(runs[:-1], runs[1:]):
-            # merge one run into its neighbour, or move their boundary by a few operators
+            # merge one run into its neighbour, or move their boundary anywhere between them
             moves = [((b_lo, b_hi), a_lo), ((a_lo, a_hi), b_lo)]
-            for step in (1, 2, 4, 8):
-                if b_lo + step < b_hi:
-                    moves.append(((b_lo, b_lo + step), a_lo))
-                if b_lo - step > a_lo:
-                    moves.append(((b_lo - step, b_lo), b_lo))
+            moves += [((b_lo, cut), a_lo) for cut in range(b_lo + 1, b_hi)]
+            moves += [((cut, b_lo), b_lo) for cut in range(a_lo + 1, b_lo)]
             for (lo, hi), src in moves:
                 d, sh = dims.copy(), shares.copy()
                 d[lo:hi] = np.where(problem.allowed_dims[lo:hi, dims[src]], dims[src], DIM_NONE)
                 sh[lo:hi] = shares[src]
                 candidates_d.append(d)
                 candidates_s.append(sh)
+        for lo, hi in runs:  # hand a run to one device
+            for device in range(problem.n_devices):
+                if dims[lo] != DIM_NONE or shares[lo, device] < 1:
+                    d, sh = dims.copy(), shares.copy()
+                    d[lo:hi] = DIM_NONE
+                    sh[lo:hi] = np.eye(problem.n_devices)[device]
+                    candidates_d.append(d)
+                    candidates_s.append(sh)
         for lo, hi in runs:  # rebalance a split run: drop a device, or move a share between two
             if dims[lo] == DIM_NONE:
                 continue
@@ -293,8 +337,21 @@ def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
     best = rank(latency, violation)[0]
     best_dims, best_shares = dims[best].copy(), shares[best].copy()
     best_lat, best_vio = float(latency[best]), float(violation[best])
-    stale = 0
+    stale = since_restart = 0
     for gen in range(config.generations):
+        if config.restart is not None and since_restart >= config.restart:
+            # The population has converged on a local optimum: keep the elite, draw the rest anew
+            # (the best of `oversample` times as many), so crossover mixes the optimum with new runs.
+            fresh_dims, fresh_shares = random_population(problem, drawn, rng)
+            f_lat, f_vio = _evaluate(problem, fresh_dims, fresh_shares)
+            evaluations += drawn
+            keep = rank(f_lat, f_vio)[: config.population - config.elite]
+            elite = rank(latency, violation)[: config.elite]
+            dims = np.concatenate([dims[elite], fresh_dims[keep]])
+            shares = np.concatenate([shares[elite], fresh_shares[keep]])
+            latency = np.concatenate([latency[elite], f_lat[keep]])
+            violation = np.concatenate([violation[elite], f_vio[keep]])
+            since_restart = 0
         order = rank(latency, violation)
         elite = order[: config.elite]
         n_children = config.population - config.elite
@@ -318,9 +375,10 @@ def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
         if better(latency[top], violation[top], best_lat, best_vio):
             best_dims, best_shares = dims[top].copy(), shares[top].copy()
             best_lat, best_vio = float(latency[top]), float(violation[top])
-            stale = 0
+            stale = since_restart = 0
         else:
             stale += 1
+            since_restart += 1
         feasible = violation <= 0
         stats = GenerationStats(
             generation=gen + 1,

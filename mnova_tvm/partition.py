@@ -18,7 +18,9 @@ The graph must have its weight-only operators folded into constants (transform F
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -267,8 +269,9 @@ def _follows(graph: OpGraph, seg_dim: str, seg_first: Node, node: Node) -> bool:
     return _out_shape(graph, node)[AXIS[seg_dim]] == size and len(_out_shape(graph, node)) == len(_out_shape(graph, seg_first))
 
 
-def segments(graph: OpGraph, plan: Plan) -> list[Segment]:
-    """The plan's operators grouped into segments, with every device's regions."""
+def segment_groups(graph: OpGraph, plan: Plan) -> list[tuple[str, ...]]:
+    """The plan's operators grouped into segments: consecutive operators with the same partition
+    that can run without exchanging data."""
     validate_plan(graph, plan)
     groups: list[list[str]] = []
     for name in plan.order:
@@ -281,6 +284,13 @@ def segments(graph: OpGraph, plan: Plan) -> list[Segment]:
                 groups[-1].append(name)
                 continue
         groups.append([name])
+    return [tuple(group) for group in groups]
+
+
+def segments(graph: OpGraph, plan: Plan, groups: Sequence[tuple[str, ...]] | None = None,
+             which: Sequence[int] | None = None) -> list[Segment]:
+    """The plan's segments, with every device's regions (only those at indexes `which`, if given)."""
+    groups = segment_groups(graph, plan) if groups is None else groups
     needed_later: dict[str, int] = {}
     position = {name: i for i, group in enumerate(groups) for name in group}
     for node in graph.nodes:
@@ -288,10 +298,8 @@ def segments(graph: OpGraph, plan: Plan) -> list[Segment]:
             p = graph.producer.get(t)
             if p is not None:
                 needed_later[t] = max(needed_later.get(t, -1), position[node.name])
-    result = []
-    for index, group in enumerate(groups):
-        result.append(_segment(graph, plan, index, group, needed_later))
-    return result
+    indexes = range(len(groups)) if which is None else which
+    return [_segment(graph, plan, index, list(groups[index]), needed_later) for index in indexes]
 
 
 def _segment(graph: OpGraph, plan: Plan, index: int, group: list[str], needed_later: dict) -> Segment:
@@ -345,8 +353,12 @@ def region_shape(shape: tuple[int, ...], region: Region) -> tuple[int, ...]:
 
 def region_bytes(graph: OpGraph, tensor: str, region: Region) -> int:
     t = graph.tensors[tensor]
-    count = int(np.prod(region_shape(t.shape, region)))
-    return count * np.dtype(t.dtype).itemsize
+    return math.prod(region_shape(t.shape, region)) * _itemsize(t.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def _itemsize(dtype: str) -> int:
+    return np.dtype(dtype).itemsize
 
 
 def sliced_weight_bytes(graph: OpGraph, node: Node, dim: str, lo: int, hi: int) -> int:
@@ -392,6 +404,17 @@ def segment_peak_bytes(graph: OpGraph, seg: Segment, device: int) -> int:
     return peak
 
 
+def segment_memory(graph: OpGraph, seg: Segment, device: int) -> tuple[int, int]:
+    """(bytes of the device's weight slices, its liveness peak) for one segment."""
+    if not seg.active(device):
+        return 0, 0
+    weights = 0
+    for name in seg.nodes:
+        _, lo, hi = seg.node_regions[device][name]
+        weights += sliced_weight_bytes(graph, graph.node_by_name[name], seg.dim, lo, hi)
+    return weights, segment_peak_bytes(graph, seg, device)
+
+
 def device_memory(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None) -> tuple[int, ...]:
     """Per device: bytes of its weight slices + the largest liveness peak of its segments."""
     segs = segments(graph, plan) if segs is None else segs
@@ -399,12 +422,9 @@ def device_memory(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None)
     weights, peak = [0] * n, [0] * n
     for seg in segs:
         for d in range(n):
-            if not seg.active(d):
-                continue
-            for name in seg.nodes:
-                _, lo, hi = seg.node_regions[d][name]
-                weights[d] += sliced_weight_bytes(graph, graph.node_by_name[name], seg.dim, lo, hi)
-            peak[d] = max(peak[d], segment_peak_bytes(graph, seg, d))
+            seg_weights, seg_peak = segment_memory(graph, seg, d)
+            weights[d] += seg_weights
+            peak[d] = max(peak[d], seg_peak)
     return tuple(w + p for w, p in zip(weights, peak))
 
 

@@ -15,7 +15,8 @@ import numpy as np
 from .errors import MnovaError
 from .geneflow import DIM_NAMES
 from .graph import OpGraph
-from .partition import Plan, allowed_dims, device_memory, partition_op, segments, single_device_plan, uniform_plan
+from .partition import (Plan, allowed_dims, partition_op, segment_groups, segment_memory, segments, single_device_plan,
+                        uniform_plan)
 from .targets import Cluster
 
 
@@ -71,7 +72,8 @@ class PlanEvaluator:
             [d.link.latency_ms / 1e3 for d in cluster.devices]
         self.allowed = np.array([[dim in allowed_dims(graph, graph.node_by_name[n]) for dim in DIM_NAMES]
                                  for n in self.order])
-        self.cache: dict = {}
+        self.cache: dict = {}  # predictions by feature row
+        self.segment_cache: dict = {}  # (operators, dim, shares) -> (seconds, weight bytes, peak bytes)
         self.evaluations = 0
 
     def plan_from(self, dims: np.ndarray, shares: np.ndarray) -> Plan:
@@ -90,14 +92,29 @@ class PlanEvaluator:
         return np.array([p[0] for p in pairs]), np.array([p[1] for p in pairs])
 
     def score(self, plan: Plan) -> PlanScore:
-        from .costmodel import plan_latency
+        """The plan's predicted latency and memory, from per-segment results cached by segment
+        (operators, dimension, proportions): plans in a population share most of their segments."""
+        from .costmodel import segment_seconds
 
         self.evaluations += 1
-        segs = segments(self.graph, plan)
-        memory = np.array(device_memory(self.graph, plan, segs))
-        estimate = plan_latency(self.model, self.graph, plan, self.kinds, self.latency, segs, self.cache)
+        groups = segment_groups(self.graph, plan)
+        keys = [(group, plan.ops[group[0]].dim, plan.ops[group[0]].shares) for group in groups]
+        first_seen: dict = {}
+        for i, key in enumerate(keys):
+            if key not in self.segment_cache:
+                first_seen.setdefault(key, i)
+        if first_seen:
+            segs = segments(self.graph, plan, groups, list(first_seen.values()))
+            compute, wire = segment_seconds(self.model, self.graph, segs, self.devices, self.kinds, self.latency,
+                                            self.cache)
+            for s, (seg, key) in enumerate(zip(segs, first_seen)):
+                memory = np.array([segment_memory(self.graph, seg, d) for d in range(len(self.devices))])
+                self.segment_cache[key] = ((compute[s] + wire[s]).max(), memory[:, 0], memory[:, 1])
+        cached = [self.segment_cache[key] for key in keys]
+        seconds = sum(c[0] for c in cached)
+        memory = np.sum([c[1] for c in cached], axis=0) + np.max([c[2] for c in cached], axis=0)
         violation = int(np.clip(memory - self.budgets, 0, None).sum())
-        return PlanScore(estimate.seconds, violation, tuple(int(m) for m in memory))
+        return PlanScore(float(seconds), violation, tuple(int(m) for m in memory))
 
     def evaluate_population(self, dims: np.ndarray, shares: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         scores = [self.score(self.plan_from(d, s)) for d, s in zip(dims, shares)]

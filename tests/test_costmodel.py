@@ -102,6 +102,24 @@ def test_plan_latency_of_one_device_is_its_ops_plus_transfers(graph, model):
     assert estimate.device_compute_s[0] == 0
 
 
+def test_evaluator_scores_equal_the_plan_level_estimate_and_memory(graph, model):
+    """The evaluator caches per segment; its scores must equal plan_latency and device_memory."""
+    from mnova_tvm.geneflow import PartitionProblem, random_population
+
+    cluster = load_cluster("local4")
+    evaluator = PlanEvaluator(graph, cluster, graph.import_order, model, [0.002] * 4)
+    problem = PartitionProblem(evaluator.allowed, 4, evaluator.evaluate_population)
+    dims, shares = random_population(problem, 40, np.random.default_rng(5))
+    for _ in range(2):  # the second pass is answered from the cache
+        for d, s in zip(dims, shares):
+            plan = evaluator.plan_from(d, s)
+            score = evaluator.score(plan)
+            expected = plan_latency(model, graph, plan, evaluator.kinds, [0.002] * 4).seconds
+            assert score.latency_s == pytest.approx(expected, rel=1e-9)
+            assert score.memory_bytes == device_memory(graph, plan)
+    assert len(evaluator.segment_cache) > 40
+
+
 def test_dataset_errors(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"row": "op", "device_kind": "x"}) + "\n")

@@ -1,4 +1,4 @@
-"""`mnova bench memory`: BTSearch against its baselines and TVM's planner against ours, per model."""
+"""`mnova bench memory | latency | kernels | planners`: the benchmarks that write committed results files."""
 
 from __future__ import annotations
 
@@ -50,6 +50,17 @@ def register(sub) -> None:
     kernels.add_argument("--seconds", type=float, default=2.0, help="timing budget per measurement (default 2 s)")
     kernels.add_argument("--out", default="benchmarks/kernels.md", help="results file (default benchmarks/kernels.md)")
     kernels.set_defaults(func=run_kernels)
+
+    planners = kinds.add_parser("planners", help="GenEFlow against random search and the baselines, predicted (no cluster)")
+    planners.add_argument("models", nargs="*", help="zoo names or ONNX files (default: the 11 zoo models)")
+    planners.add_argument("--cluster", default="local4", help="cluster whose devices and links to use (default local4)")
+    planners.add_argument("--cost-model", default=None, help="cost model (default: the cluster's, from mnova run or bench latency)")
+    planners.add_argument("--budget-fractions", default="0.9,0.6,0.5,0.4", metavar="F1,F2,...",
+                          help="each device's budget as a fraction of the model's single-device need")
+    planners.add_argument("--seeds", default="0,1,2", help="GenEFlow and random-search seeds (default 0,1,2)")
+    planners.add_argument("--generations", type=int, default=40)
+    planners.add_argument("--out", default="benchmarks/planners.md", help="results file (default benchmarks/planners.md)")
+    planners.set_defaults(func=run_planners)
 
 
 def memory_row(model, random_orders: int, time_budget: float) -> list:
@@ -314,6 +325,78 @@ with the MetaSchedule records of `mnova tune` (the N heaviest kernels, each star
 stays when no candidate beats it). Target: this CPU (`-mcpu {_host_board(1).target["mcpu"]}`), num-cores = threads.
 The last column but one compares our output with TVM's default build (max |diff| / max |output|).
 Ours within 2x of ONNX Runtime: {sum(r <= 2.0 for r in ours_ratios)} of {len(rows)} rows.
+
+""" + markdown_table(header, rows)
+        with atomic_path(args.out) as tmp:  # rewritten after every model: partial results survive
+            tmp.write_text(text)
+    print(text)
+    return 0
+
+
+def _predicted(result) -> str:
+    return f"{1e3 * result.latency_s:.1f}" + ("" if result.feasible else " (over budget)")
+
+
+def run_planners(args) -> int:
+    """Search quality alone: every planner under one cost model, so differences are the search's."""
+    import statistics
+
+    from ..costmodel import CostModel
+    from ..errors import MnovaError
+    from ..geneflow import GAConfig
+    from ..partition import device_memory, single_device_plan
+    from ..pipeline import default_cost_model_path
+    from ..planners import PlanEvaluator, plan_with, random_search
+    from ..runtime import prepare
+    from ..targets import load_cluster
+
+    base = load_cluster(args.cluster)
+    cost_model = CostModel.load(args.cost_model or default_cost_model_path(base))
+    fractions = [float(f) for f in args.budget_fractions.split(",")]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        raise MnovaError(f"--seeds must be integers separated by commas, not {args.seeds!r}") from None
+    models = args.models or list(zoo.MODELS)
+    header = ["model", "budgets MiB", "seed", "GenEFlow ms", "random ms", "GenEFlow / random", "best baseline ms",
+              "evaluations", "GenEFlow s", "random s"]
+    rows, ratios = [], []
+    for i, model in enumerate(models, 1):
+        mod = prepare(load_model(model))
+        name = model_name(model)
+        graph = from_relax(mod, name)
+        need = device_memory(graph, single_device_plan(graph, ["d"], 0))[0]
+        cluster = _budgeted(base, need, fractions)
+        order = btsearch(graph, 10.0).order
+        evaluator = PlanEvaluator(graph, cluster, order, cost_model)
+        baselines = [plan_with(s, evaluator) for s in ("single", "height", "channel", "greedy")]
+        feasible = [b for b in baselines if b.score.feasible]
+        best_baseline = min(feasible, key=lambda b: b.score.latency_s) if feasible else None
+        for seed in seeds:
+            ga = plan_with("geneflow", evaluator, GAConfig(generations=args.generations, seed=seed))
+            started = time.perf_counter()
+            random_plan = random_search(evaluator, ga.evaluations, seed=seed)
+            random_seconds = time.perf_counter() - started
+            random_score = evaluator.score(random_plan)
+            ratio = ga.score.latency_s / random_score.latency_s
+            if ga.score.feasible and random_score.feasible:
+                ratios.append(ratio)
+            rows.append([name, "/".join(f"{d.memory_budget_bytes / 2**20:.1f}" for d in cluster.devices), seed,
+                         _predicted(ga.score), _predicted(random_score), f"{ratio:.3f}",
+                         f"{1e3 * best_baseline.score.latency_s:.1f} ({best_baseline.name})" if best_baseline else "none fits",
+                         ga.evaluations, f"{ga.seconds:.1f}", f"{random_seconds:.1f}"])
+            print(f"[{i}/{len(models)}] {name} seed {seed}: GenEFlow {rows[-1][3]} ms, random {rows[-1][4]} ms "
+                  f"({ratio:.3f}), {ga.evaluations} evaluations", file=sys.stderr, flush=True)
+        wins = sum(r < 1 for r in ratios)
+        text = results_header("Planners: GenEFlow against random search, predicted") + f"""
+Search quality alone: every planner scores plans with the same XGBoost cost model
+(`{args.cost_model or default_cost_model_path(base)}`, trained on this machine's profile of cluster `{base.name}`),
+nothing is compiled or run. Budgets are fractions {args.budget_fractions} of each model's single-device need; BTSearch
+order. GenEFlow: {args.generations} generations, population 48, seeded with the baselines; random search draws as many
+plans as GenEFlow evaluated, with the same seed. Best baseline: the fastest of best single device, every layer by height
+or by channel in proportion to device speed, and per-operator greedy, among those within budget.
+Where both fit: GenEFlow better than random search in {wins} of {len(ratios)} runs; median GenEFlow / random
+{statistics.median(ratios) if ratios else float("nan"):.3f}.
 
 """ + markdown_table(header, rows)
         with atomic_path(args.out) as tmp:  # rewritten after every model: partial results survive
