@@ -120,6 +120,29 @@ def test_evaluator_scores_equal_the_plan_level_estimate_and_memory(graph, model)
     assert len(evaluator.segment_cache) > 40
 
 
+def test_bench_planners_writes_results_and_geneflow_is_never_worse_than_its_seeds(model, tmp_path, capsys):
+    """GenEFlow starts from the baselines, so it can only improve on the best one within budget."""
+    import onnx
+
+    from mnova_tvm.cli import main
+
+    onnx.save(edge_cnn(size=35), tmp_path / "edge.onnx")
+    model.save(tmp_path / "cost.json")
+    out = tmp_path / "planners.md"
+    assert main(["bench", "planners", str(tmp_path / "edge.onnx"), "--cost-model", str(tmp_path / "cost.json"),
+                 "--seeds", "0", "--generations", "3", "--out", str(out)]) == 0
+    row = [line for line in out.read_text().splitlines() if line.startswith("| edge")]
+    assert len(row) == 1
+    cells = [c.strip() for c in row[0].strip("|").split("|")]
+    geneflow_ms, random_ms, ratio = float(cells[3].split()[0]), float(cells[4].split()[0]), float(cells[5])
+    assert ratio == pytest.approx(geneflow_ms / random_ms, abs=0.01)  # ms rounded to 0.1
+    if cells[6] != "none fits":
+        assert geneflow_ms <= float(cells[6].split()[0]) + 0.05
+    assert main(["bench", "planners", str(tmp_path / "edge.onnx"), "--cost-model", str(tmp_path / "missing.json"),
+                 "--out", str(tmp_path / "other.md")]) != 0
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "other.md").exists()
+
+
 def test_dataset_errors(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"row": "op", "device_kind": "x"}) + "\n")
