@@ -207,7 +207,7 @@ def _mutate_run(dims, shares, problem, rng):
     """Change one run (a stretch of equal genes: roughly one segment) as a whole: move its boundary
     with a neighbour by a geometric number of operators, or give it (or its head or tail) one
     device or a fresh split. Per-gene changes rarely do this on a long chain; they break runs up."""
-    n, d = shares.shape
+    d = shares.shape[1]
     runs = _runs(dims, shares)
     move = rng.random()
     if move < 0.4 and len(runs) > 1:
@@ -315,6 +315,18 @@ def polish(problem: PartitionProblem, dims: np.ndarray, shares: np.ndarray, late
     return dims, shares, latency, violation, evaluations
 
 
+def _draw(problem: PartitionProblem, count: int, keep: int, rng: np.random.Generator, seeds=()):
+    """(dims, shares, latency, violation) of the best `keep` of `count` random chromosomes, the
+    first of which are replaced by `seeds`."""
+    dims, shares = random_population(problem, count, rng)
+    for i, (seed_dims, seed_shares) in enumerate(seeds[:count]):
+        dims[i] = _repair(np.asarray(seed_dims, dtype=np.int8), problem.allowed_dims)
+        shares[i] = _normalise(np.asarray(seed_shares, dtype=float))
+    latency, violation = _evaluate(problem, dims, shares)
+    best = rank(latency, violation)[:keep]
+    return dims[best], shares[best], latency[best], violation[best]
+
+
 def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
                  progress: Callable[[GenerationStats], None] | None = None) -> GAResult:
     """Evolve a partition; deterministic for a given problem and config.seed."""
@@ -325,14 +337,8 @@ def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
         raise ValueError("every operator must allow dimension none")
     rng = np.random.default_rng(config.seed)
     drawn = config.population * max(1, config.oversample)
-    dims, shares = random_population(problem, drawn, rng)
-    for i, (seed_dims, seed_shares) in enumerate(problem.seeds[:drawn]):
-        dims[i] = _repair(np.asarray(seed_dims, dtype=np.int8), problem.allowed_dims)
-        shares[i] = _normalise(np.asarray(seed_shares, dtype=float))
-    latency, violation = _evaluate(problem, dims, shares)
+    dims, shares, latency, violation = _draw(problem, drawn, config.population, rng, problem.seeds)
     evaluations = drawn
-    keep = rank(latency, violation)[: config.population]
-    dims, shares, latency, violation = dims[keep], shares[keep], latency[keep], violation[keep]
     history = []
     best = rank(latency, violation)[0]
     best_dims, best_shares = dims[best].copy(), shares[best].copy()
@@ -342,15 +348,11 @@ def run_geneflow(problem: PartitionProblem, config: GAConfig = GAConfig(),
         if config.restart is not None and since_restart >= config.restart:
             # The population has converged on a local optimum: keep the elite, draw the rest anew
             # (the best of `oversample` times as many), so crossover mixes the optimum with new runs.
-            fresh_dims, fresh_shares = random_population(problem, drawn, rng)
-            f_lat, f_vio = _evaluate(problem, fresh_dims, fresh_shares)
+            fresh = _draw(problem, drawn, config.population - config.elite, rng)
             evaluations += drawn
-            keep = rank(f_lat, f_vio)[: config.population - config.elite]
             elite = rank(latency, violation)[: config.elite]
-            dims = np.concatenate([dims[elite], fresh_dims[keep]])
-            shares = np.concatenate([shares[elite], fresh_shares[keep]])
-            latency = np.concatenate([latency[elite], f_lat[keep]])
-            violation = np.concatenate([violation[elite], f_vio[keep]])
+            dims, shares, latency, violation = (np.concatenate([old[elite], new])
+                                                for old, new in zip((dims, shares, latency, violation), fresh))
             since_restart = 0
         order = rank(latency, violation)
         elite = order[: config.elite]

@@ -1,5 +1,7 @@
 """The GenEFlow GA on synthetic problems whose optimum is known in closed form."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -121,7 +123,7 @@ def pipeline_problem(n_ops=150, seed=2):
     best = np.inf
     for i in range(1, n_ops):
         for j in range(i + 1, n_ops + 1):  # stretches [0, i), [i, j), [j, n) on distinct devices
-            for a, b, c in __import__("itertools").permutations(range(len(SPEEDS)), 3):
+            for a, b, c in itertools.permutations(range(len(SPEEDS)), 3):
                 stretches = [(0, i, a), (i, j, b)] + ([(j, n_ops, c)] if j < n_ops else [])
                 if all(w[hi] - w[lo] <= budgets[dev] for lo, hi, dev in stretches):
                     seconds = sum((f[hi] - f[lo]) / SPEEDS[dev] for lo, hi, dev in stretches)

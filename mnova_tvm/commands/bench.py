@@ -109,13 +109,23 @@ Total BTSearch time: {total_search:.2f} s.
     return 0
 
 
+def _fractions(text: str, cluster) -> list[float]:
+    """--budget-fractions: one number per device of the cluster."""
+    from ..errors import MnovaError
+
+    try:
+        fractions = [float(f) for f in text.split(",")]
+    except ValueError:
+        fractions = []
+    if len(fractions) != len(cluster.devices):
+        raise MnovaError(f"--budget-fractions needs {len(cluster.devices)} numbers separated by commas for "
+                         f"cluster {cluster.name}, not {text!r}")
+    return fractions
+
+
 def _budgeted(cluster, need: int, fractions: list[float]):
     import dataclasses
 
-    if len(fractions) != len(cluster.devices):
-        from ..errors import MnovaError
-
-        raise MnovaError(f"--budget-fractions needs {len(cluster.devices)} numbers for cluster {cluster.name}")
     devices = tuple(dataclasses.replace(d, memory_budget_bytes=int(f * need)) for d, f in zip(cluster.devices, fractions))
     return dataclasses.replace(cluster, devices=devices)
 
@@ -139,7 +149,7 @@ def run_latency(args) -> int:
 
     base = load_cluster(args.cluster)
     cost_model_path = default_cost_model_path(base)
-    fractions = [float(f) for f in args.budget_fractions.split(",")]
+    fractions = _fractions(args.budget_fractions, base)
     models = args.models or list(zoo.MODELS)
     header = ["model", "budgets MiB", "plan", "predicted ms", "measured ms", "vs best single %",
               "GenEFlow faster by %", "planning s", "planned memory ≤ budget", "output", "segments"]
@@ -351,8 +361,9 @@ def run_planners(args) -> int:
     from ..targets import load_cluster
 
     base = load_cluster(args.cluster)
-    cost_model = CostModel.load(args.cost_model or default_cost_model_path(base))
-    fractions = [float(f) for f in args.budget_fractions.split(",")]
+    cost_model_path = args.cost_model or default_cost_model_path(base)
+    cost_model = CostModel.load(cost_model_path)
+    fractions = _fractions(args.budget_fractions, base)
     try:
         seeds = [int(s) for s in args.seeds.split(",")]
     except ValueError:
@@ -390,7 +401,7 @@ def run_planners(args) -> int:
         wins = sum(r < 1 for r in ratios)
         text = results_header("Planners: GenEFlow against random search, predicted") + f"""
 Search quality alone: every planner scores plans with the same XGBoost cost model
-(`{args.cost_model or default_cost_model_path(base)}`, trained on this machine's profile of cluster `{base.name}`),
+(`{cost_model_path}`, trained on this machine's profile of cluster `{base.name}`),
 nothing is compiled or run. Budgets are fractions {args.budget_fractions} of each model's single-device need; BTSearch
 order. GenEFlow: {args.generations} generations, population 48, seeded with the baselines; random search draws as many
 plans as GenEFlow evaluated, with the same seed. Best baseline: the fastest of best single device, every layer by height
