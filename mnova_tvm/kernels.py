@@ -102,7 +102,7 @@ def _strided(stmt, axis: int) -> bool:
 def _indexes_directly(sch, stmt, axis: int) -> bool:
     """Whether vector loads along ``axis`` need no gathers: every read ignores it, indexes its last
     dimension by it, or is a parameter with one dimension indexed by it alone (a conv weight's
-    output channel), which _make_contiguous brings innermost."""
+    output channel), which _pack_weights packs innermost."""
     var = stmt.iter_vars[axis].var
     allocated = list(sch.get(get_root_block(sch)).alloc_buffers)
     for region in stmt.reads:
@@ -140,13 +140,26 @@ def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: 
     return channel if worth_it and 4 * reduction * extents[channel] <= _MAX_CHANNEL_VECTOR_WEIGHT_BYTES else inner
 
 
-def _make_contiguous(sch, block, axis: int) -> None:
-    """Copy each parameter read along ``axis`` (a conv weight's output channel) into a buffer where
-    that index is innermost, so vector loads replace gathers.  The copy runs once per call and is
-    as large as the weight, small beside the convolution itself."""
+def _constant_params(sch) -> list:
+    """Buffers of the parameters bound to constant weights (AttachAttrLayoutFreeBuffers marks them)."""
+    func = sch.mod["main"]
+    free = func.attrs.get("layout_free_buffers", []) if func.attrs is not None else []
+    return [func.params[int(i)] for i in free]
+
+
+def _pack_weights(sch, block, axis: int, tile: int) -> None:
+    """Pack the weights read along the vector ``axis`` in blocks of ``tile`` values, innermost:
+    W[o, i, kh, kw] -> W[o // tile, i, kh, kw, o % tile] (a conv's output channels), W[k, n] ->
+    W[n // tile, k, n % tile] (a dense layer's outputs). The vector loads of one tile are then
+    contiguous and the weights one tile sweeps a single dense stream (a 9216x4096 dense layer read
+    row by row misses the TLB at every step). The copy is marked as a layout-rewrite preprocess:
+    lowering_pipeline splits it out of the kernel and folds it into the constant weights at build
+    time. A parameter that is not constant is packed only when the axis is not already innermost,
+    since its copy runs at every call."""
     stmt = sch.get(block)
     var = stmt.iter_vars[axis].var
     allocated = list(sch.get(get_root_block(sch)).alloc_buffers)
+    constant = _constant_params(sch)
     for index, region in enumerate(stmt.reads):
         if any(region.source.same_as(a) for a in allocated) or len(region.region) < 2:
             continue
@@ -154,11 +167,15 @@ def _make_contiguous(sch, block, axis: int) -> None:
         if len(dims) != 1 or not region.region[dims[0]].min.same_as(var):
             continue
         dim = dims[0]
-        if dim == len(region.region) - 1:
+        innermost = dim == len(region.region) - 1
+        if innermost and (int(region.source.shape[dim]) <= tile
+                          or not any(region.source.same_as(c) for c in constant)):
             continue
-        order = [j for j in range(len(region.region)) if j != dim] + [dim]
-        sch.cache_read(block, index, "global")
-        index_map = tirx.IndexMap.from_func(lambda *idx: [idx[j] for j in order], ndim=len(order))
+        rest = [j for j in range(len(region.region)) if j != dim]
+        copy = sch.cache_read(block, index, "global")
+        sch.annotate(copy, "meta_schedule.layout_rewrite_preproc", True)
+        index_map = tirx.IndexMap.from_func(
+            lambda *idx: [idx[dim] // tile] + [idx[j] for j in rest] + [idx[dim] % tile], ndim=len(region.region))
         sch.transform_layout(block, ("read", index), index_map)
 
 
@@ -202,8 +219,6 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
         return
     reduction = math.prod(extents[i] for i in reduce)
     vec_axis = _vector_axis(sch, block, spatial, extents, reduction, lanes)
-    if vec_axis != spatial[-1]:
-        _make_contiguous(sch, block, vec_axis)
     others = [i for i in spatial if i != vec_axis and extents[i] > 1]
     stmt = sch.get(block)
     # Rows of the micro-kernel: an axis the data read ignores (the output channels), so each loaded
@@ -223,6 +238,7 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
     if vec_tile <= lanes and reg_axis in broadcast and rest:
         group_axis = rest[-1]
         reg_tile, group_tile = _tile_sizes(extents[reg_axis], extents[group_axis], 1)
+    _pack_weights(sch, block, vec_axis, vec_tile)
     outer, inner = [], []
     for i in spatial:
         if i == vec_axis:

@@ -259,10 +259,12 @@ def SubsampleStridedPointwise(mod, _ctx):  # noqa: N802
 
 
 def fusion_passes() -> list:
-    """Legalize and fuse (FuseOps/FuseTIR), as tvm.compile's default pipeline does before lowering;
-    batch norm is decomposed first (per-channel constants folded), so it fuses into the convolution
-    before it instead of running as a kernel of its own with a square root per element."""
-    return [relax.transform.DecomposeOpsForInference(), FastSigmoid, SubsampleStridedPointwise, relax.transform.LegalizeOps(),
+    """Legalize and fuse (FuseOps/FuseTIR), as tvm.compile's default pipeline does before lowering.
+    A batch norm right after a convolution is folded into its weights and bias (no per-element
+    work left); any other is decomposed (per-channel constants folded), so it fuses into the
+    kernel before it instead of running on its own with a square root per element."""
+    return [relax.transform.FoldBatchnormToConv2D(), relax.transform.FoldConstant(),
+            relax.transform.DecomposeOpsForInference(), FastSigmoid, SubsampleStridedPointwise, relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(), relax.transform.FuseOps(),
             relax.transform.FuseTIR()]
 
@@ -301,11 +303,13 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
         from .kernels import default_schedule_pass
 
         at = _after_legalize(lowering)
-        schedules = [default_schedule_pass(schedule_target)]
+        schedules = [relax.transform.AttachAttrLayoutFreeBuffers(), default_schedule_pass(schedule_target)]
         if database is not None:
             from .tune import apply_database_pass
 
             schedules.insert(0, apply_database_pass(database, schedule_target))
+        # Weight packing the schedules asked for runs once, at build time, on the constant weights.
+        schedules += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
         lowering[at:at] = schedules
     passes += lowering
     return tvm.transform.Sequential(passes, name="mnova.lowering")
