@@ -10,13 +10,17 @@ scalar speed.  This module gives every PrimFunc a deterministic schedule without
   channels the input does not depend on (each loaded input vector feeds all of them), plus image
   rows when one vector spans the row; the accumulators live in a local cache that LLVM keeps in
   registers, and the outer output loops are fused, ordered so the larger of input and weights
-  stays in cache, and run in parallel;
+  stays in cache, and run in parallel; weights read along the vector axis are packed in blocks of
+  one vector tile (folded into the constants at build time), and a cheap epilogue (bias, ReLU,
+  clip) is computed in the tile's write-back;
 * chains of elementwise blocks (bias, batch norm, activation) are computed in one pass;
 * an injective block (pad, bias add, activation, transpose) gets its leading loops run in
   parallel; LLVM vectorises its innermost loop.
 
 transform.lowering_pipeline(schedule_target=...) runs ``default_schedule_pass(target)`` after
-legalization; insert it after FuseTIR in a pipeline of your own.
+legalization, between AttachAttrLayoutFreeBuffers (which marks the constant weights) and
+SplitLayoutRewritePreproc + FoldConstant (which pack them once); use the same order in a pipeline
+of your own.
 """
 
 from __future__ import annotations
@@ -287,8 +291,9 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
 _CHEAP_EPILOGUE_CALLS = {"max", "min", "float32", "int64", "int32", "Buffer"}
 
 
-def _cheap(stmt) -> bool:
-    return set(re.findall(r"\bT\.(\w+)\(", stmt.body.script())) <= _CHEAP_EPILOGUE_CALLS
+def _cheap_epilogue(script: str) -> bool:
+    """Whether a block body (as TVMScript) calls nothing but max/min and constants."""
+    return set(re.findall(r"\bT\.(\w+)\(", script)) <= _CHEAP_EPILOGUE_CALLS
 
 
 def _fuse_epilogue(sch, writeback) -> None:
@@ -298,7 +303,7 @@ def _fuse_epilogue(sch, writeback) -> None:
     that call functions (swish's exp) stay a separate vector pass: in the unrolled write-back
     they made the kernel up to 1.6x slower."""
     consumers = sch.get_consumers(writeback)
-    if len(consumers) == 1 and _spatial_only(sch, consumers[0]) and _cheap(sch.get(consumers[0])):
+    if len(consumers) == 1 and _spatial_only(sch, consumers[0]) and _cheap_epilogue(sch.get(consumers[0]).body.script()):
         try:
             sch.reverse_compute_inline(consumers[0])
         except (s_tir.ScheduleError, RuntimeError):  # not a plain elementwise read of the output

@@ -156,3 +156,45 @@ def test_rewrites_before_legalization():
         fused = tvm.transform.Sequential(fusion_passes())(frontend.import_onnx(CASES["conv_batchnorm"]))
     names = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     assert len(names) == 1 and "conv2d" in names[0], names  # the batch norm is part of the conv's kernel
+    assert "divide" not in names[0] and "subtract" not in names[0], names  # folded into weights and bias
+
+
+def _lowered_main(case):
+    with HOST:
+        mod = lowering_pipeline(plan_memory="tvm", fuse=True, schedule_target=HOST)(frontend.import_onnx(CASES[case]))
+    return mod, mod["main"].script()
+
+
+@pytest.mark.parametrize("case, weight", [("conv_width13", (16, 8, 3, 3)), ("gemm", (40, 24))])
+def test_weights_are_packed_once_at_build_time(case, weight):
+    """Weights read along the vector axis come packed in vector-tile blocks (a conv's output
+    channels, a dense layer's outputs: W[o, ...] -> W[o // t, ..., o % t]) as constants: main
+    calls no packing kernel at run time."""
+    mod, main = _lowered_main(case)
+    assert "_prepacked(" in main and "_weight_prepack(" not in main, main
+    outputs = weight[0] if len(weight) == 4 else weight[-1]
+    rest = weight[1:] if len(weight) == 4 else weight[:-1]
+    shapes = [tuple(c.value.shape) for c in _constants(mod["main"]) if hasattr(c.value, "shape")]
+    packed = [s for s in shapes if len(s) == len(weight) + 1 and s[1:-1] == rest and s[0] * s[-1] == outputs
+              and s[-1] < outputs]
+    assert packed, shapes
+
+
+def _constants(func):
+    found = []
+    relax.analysis.post_order_visit(func, lambda e: found.append(e) if isinstance(e, tvm.ir.GenericConst) else None)
+    return found
+
+
+def test_cheap_epilogue_is_computed_in_the_write_back():
+    """Bias and ReLU run in the convolution's write-back: the kernel keeps no full-size buffer but
+    its padded input (and the packed weights); swish (which calls exp) keeps its own pass."""
+    with HOST:
+        fused = tvm.transform.Sequential(fusion_passes() + [kernels.default_schedule_pass(HOST)])
+        conv = fused(frontend.import_onnx(CASES["conv3x3"]))
+    text = "\n".join(f.script() for _, f in conv.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
+    allocations = [line for line in text.splitlines() if "T.sblock_alloc_buffer(" in line]
+    full_size = [line for line in allocations if 'scope="local"' not in line
+                 and not line.strip().startswith(("pad_temp", "param_0_global"))]  # packed weights: split out at build
+    assert allocations and not full_size, allocations
+    assert not kernels._cheap_epilogue("T.exp(x)") and kernels._cheap_epilogue("T.max(x, T.float32(0.0))")
