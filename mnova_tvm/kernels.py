@@ -35,8 +35,9 @@ from tvm.target import Target, codegen
 
 _DATA_PAR = 0
 _COMM_REDUCE = 2
-# Accumulator vectors kept in registers per micro-kernel (AVX2 and NEON have 16 and 32).
-_MAX_ACC_VECTORS = 13
+# Vector registers a micro-kernel may use: AVX2 and 32-bit NEON have 16 (aarch64 NEON and AVX-512
+# have 32, left unused for now: not measured).
+_VECTOR_REGISTERS = 16
 # Below this many output elements a parallel loop costs more than it saves.
 _MIN_PARALLEL_ELEMENTS = 4096
 
@@ -192,7 +193,10 @@ def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int) -> tuple[int, int]
     """Register rows x vector width of the micro-kernel.
 
     Each step loads one vector per column vector and one broadcast per row and does rows x
-    vectors FMAs, so the pair maximising useful FMAs per load within the accumulator budget wins.
+    vectors FMAs, so the pair maximising useful FMAs per load wins among those whose accumulators,
+    loaded vectors and one broadcast fit in the vector registers. One register more and LLVM
+    spills accumulators to the stack at every step (3 x 4 tiles of a 1x1 conv with a clip
+    epilogue: 2x slower than 6 x 2).
     Both must divide their extents: a guarded last tile puts a predicate inside the vector loop,
     which measured 3x slower than an unguarded smaller tile.
     """
@@ -204,11 +208,11 @@ def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int) -> tuple[int, int]
         counts = (1, 2, 4) if lanes > 1 else range(1, 7)
         vector_options = [(k, k * lanes) for k in counts if vec_extent % (k * lanes) == 0]
     best, best_score = (1, vector_options[0][1]), -1.0
-    for rows in range(1, min(reg_extent, _MAX_ACC_VECTORS) + 1):
+    for rows in range(1, min(reg_extent, _VECTOR_REGISTERS) + 1):
         if reg_extent % rows:
             continue
         for vectors, width in vector_options:
-            if rows * vectors > _MAX_ACC_VECTORS:
+            if rows * vectors + vectors + 1 > _VECTOR_REGISTERS:
                 continue
             score = rows * vectors / (rows + vectors)
             if score > best_score + 1e-9:
