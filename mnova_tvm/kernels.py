@@ -348,16 +348,25 @@ def _spatial_only(sch, block) -> bool:
     return all(int(iv.iter_type) == _DATA_PAR for iv in sch.get(block).iter_vars)
 
 
+def _plain_copy(sch, block) -> bool:
+    """Whether the block only copies one buffer element to element (no bounds test, no arithmetic)."""
+    body = sch.get(block).body
+    return isinstance(body, tirx.BufferStore) and isinstance(body.value, tvm.ir.expr.TensorLoad)
+
+
 def _inline_elementwise_chains(sch: s_tir.Schedule) -> bool:
     """Compute each intermediate spatial block (bias, batch norm, activation, exp's stages) inside
     the spatial blocks that read it, so a chain of them is one pass over memory instead of one
-    pass each. Blocks that feed a reduction (a convolution's padding) stay: inlined there they
-    would put a bounds test in its innermost loop."""
+    pass each, and drop plain copies (the zero padding of a 1x1 convolution). Other blocks that
+    feed a reduction (a convolution's padding) stay: inlined there they would put a bounds test
+    in its innermost loop."""
     changed = False
     for block in sch.get_child_blocks(get_root_block(sch)):
         try:
             consumers = sch.get_consumers(block)
-            if not consumers or not _spatial_only(sch, block) or not all(_spatial_only(sch, c) for c in consumers):
+            if not consumers or not _spatial_only(sch, block):
+                continue
+            if not all(_spatial_only(sch, c) for c in consumers) and not _plain_copy(sch, block):
                 continue
             sch.compute_inline(block)
             changed = True
