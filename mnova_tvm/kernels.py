@@ -34,6 +34,8 @@ from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.target import Target, codegen
 
 _DATA_PAR = 0
+# Loop annotation that has TVM's LoopPartition split a loop into its guard-free part and the rest.
+_PARTITION_HINT = "pragma_loop_partition_hint"
 _COMM_REDUCE = 2
 # Vector registers a micro-kernel may use: AVX2 and 32-bit NEON have 16 (aarch64 NEON and AVX-512
 # have 32, left unused for now: not measured).
@@ -189,7 +191,12 @@ def _uses(expr, var) -> bool:
     return any(v.same_as(var) for v in tirx.analysis.undefined_vars(expr))
 
 
-def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int) -> tuple[int, int]:
+def _tile_score(rows: int, vectors: int) -> float:
+    """FMAs per load of a rows x vectors micro-kernel step."""
+    return rows * vectors / (rows + vectors)
+
+
+def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int, tail: bool = False) -> tuple[int, int]:
     """Register rows x vector width of the micro-kernel.
 
     Each step loads one vector per column vector and one broadcast per row and does rows x
@@ -197,8 +204,9 @@ def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int) -> tuple[int, int]
     loaded vectors and one broadcast fit in the vector registers. One register more and LLVM
     spills accumulators to the stack at every step (3 x 4 tiles of a 1x1 conv with a clip
     epilogue: 2x slower than 6 x 2).
-    Both must divide their extents: a guarded last tile puts a predicate inside the vector loop,
-    which measured 3x slower than an unguarded smaller tile.
+    The vector width divides its extent (a guarded vector loop measured 3x slower); the rows
+    need not when ``tail``: the loop over row tiles is then partitioned into full tiles and one
+    smaller last tile, each without a guard (17 output columns: 6 + 6 + 5 rows instead of 1).
     """
     if vec_extent % lanes:
         vector_options = [(1, _largest_divisor(vec_extent, lanes))]
@@ -209,12 +217,13 @@ def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int) -> tuple[int, int]
         vector_options = [(k, k * lanes) for k in counts if vec_extent % (k * lanes) == 0]
     best, best_score = (1, vector_options[0][1]), -1.0
     for rows in range(1, min(reg_extent, _VECTOR_REGISTERS) + 1):
-        if reg_extent % rows:
+        if reg_extent % rows and not tail:
             continue
+        full, rest = divmod(reg_extent, rows)
         for vectors, width in vector_options:
             if rows * vectors + vectors + 1 > _VECTOR_REGISTERS:
                 continue
-            score = rows * vectors / (rows + vectors)
+            score = (full * rows * _tile_score(rows, vectors) + rest * _tile_score(rest, vectors)) / reg_extent
             if score > best_score + 1e-9:
                 best, best_score = (rows, width), score
     return best
@@ -237,8 +246,16 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
     reg_axis = (
         max(broadcast or others, key=lambda i: (_largest_divisor(extents[i], 8), i)) if others else None
     )
+    # When the input outweighs the weights, the rows' channel tiles run innermost of the outer
+    # loops: the input a tile reads stays in cache while every channel tile uses it (64->64 3x3 on
+    # 224x224: 9x faster than a pass over the image per tile). Otherwise each weight tile stays.
+    order = list(spatial)
+    input_elements = math.prod(int(extent) for extent in stmt.reads[0].source.shape)
+    if reg_axis in broadcast and input_elements > reduction * extents[reg_axis]:
+        order.remove(reg_axis)
+        order.append(reg_axis)
     reg_tile, vec_tile = _tile_sizes(
-        extents[reg_axis] if reg_axis is not None else 1, extents[vec_axis], lanes
+        extents[reg_axis] if reg_axis is not None else 1, extents[vec_axis], lanes, tail=order[-1] == reg_axis
     )
     # One vector wide (56, 28, 14 ...): more vectors come from a further output axis (the rows of
     # the image), each its own load, so every broadcast weight feeds several FMAs.
@@ -248,43 +265,39 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
         group_axis = rest[-1]
         reg_tile, group_tile = _tile_sizes(extents[reg_axis], extents[group_axis], 1)
     _pack_weights(sch, block, vec_axis, vec_tile)
-    outer, inner = [], []
+    outer, inner = {}, []
     for i in spatial:
         if i == vec_axis:
-            vo, vi = sch.split(loops[i], [None, vec_tile])
-            outer.append(vo)
-            vec_inner = vi
+            outer[i], vec_inner = sch.split(loops[i], [None, vec_tile])
         elif i in (reg_axis, group_axis):
-            ro, ri = sch.split(loops[i], [None, reg_tile if i == reg_axis else group_tile])
-            outer.append(ro)
-            inner.append(ri)
+            outer[i], row_inner = sch.split(loops[i], [None, reg_tile if i == reg_axis else group_tile])
+            inner.append(row_inner)
         else:
-            outer.append(loops[i])
+            outer[i] = loops[i]
+    outer = [outer[i] for i in order]
     reduce_loops = [loops[i] for i in reduce]
-    # When the input outweighs the weights, the rows' channel tiles run innermost of the outer
-    # loops: the input a tile reads stays in cache while every channel tile uses it (64->64 3x3 on
-    # 224x224: 9x faster than a pass over the image per tile). Otherwise each weight tile stays.
-    input_elements = math.prod(int(extent) for extent in stmt.reads[0].source.shape)
-    if reg_axis in broadcast and input_elements > reduction * extents[reg_axis]:
-        last = spatial.index(reg_axis)
-        outer = outer[:last] + outer[last + 1:] + [outer[last]]
     sch.reorder(*outer, *reduce_loops, *inner, vec_inner)
-    fused = sch.fuse(*outer)
+    if reg_axis is not None and extents[reg_axis] % reg_tile:
+        # A smaller last row tile: its loop stays apart so LoopPartition can split it from the rest.
+        sch.annotate(outer[-1], _PARTITION_HINT, 1)
+        head = ([sch.fuse(*outer[:-1])] if len(outer) > 1 else []) + [outer[-1]]
+    else:
+        head = [sch.fuse(*outer)]
     out_elements = math.prod(extents[i] for i in spatial)
     # The update loops are annotated before decompose_reduction: once split from its init, the
     # update block is no longer a complete reduction block and parallel/vectorize reject it.
     if cores > 1 and out_elements >= _MIN_PARALLEL_ELEMENTS:
-        sch.parallel(fused)
+        sch.parallel(head[0])
     for loop in inner:
         sch.unroll(loop)
     sch.vectorize(vec_inner)
     writeback = sch.cache_write(block, 0, "local")
     _vector_dim_last(sch, block, vec_axis)
-    sch.reverse_compute_at(writeback, fused)
+    sch.reverse_compute_at(writeback, head[-1])
     _fuse_epilogue(sch, writeback)
     init = sch.decompose_reduction(block, reduce_loops[0])
     for tile_block in (init, writeback):
-        tile_loops = sch.get_loops(tile_block)[1:]
+        tile_loops = sch.get_loops(tile_block)[len(head):]
         for loop in tile_loops[:-1]:
             sch.unroll(loop)
         if tile_loops:
@@ -436,3 +449,26 @@ def default_schedule_pass(target: Target) -> tvm.transform.Pass:
 
     return _pass
 
+
+def narrow_partitioned_kernels(mod: tvm.IRModule) -> tvm.IRModule:
+    """``mod`` with the kernels whose loops carry a partition hint indexed in int32.
+
+    TVM 0.27's LoopPartition builds the bounds of a split int64 loop from an int32 zero and fails
+    on the mixed types; NarrowDataType leaves these kernels int64 (their buffers' symbolic element
+    offsets are unbounded), so they are narrowed here, before lowering. Every tensor of our models
+    has far fewer than 2**31 elements.
+    """
+    narrow = tirx.transform.ForceNarrowIndexToInt32()
+    updates = {}
+    for gvar, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc) and _PARTITION_HINT in func.script():
+            updates[gvar] = narrow(tvm.IRModule({"main": func}))["main"]
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    return mod
+
+
+@tvm.transform.module_pass(opt_level=0, name="MnovaNarrowPartitionedKernels")
+def narrow_partitioned_kernels_pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+    """Module pass form of narrow_partitioned_kernels (after the schedules, before lowering)."""
+    return narrow_partitioned_kernels(mod)

@@ -300,7 +300,7 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
         passes.append(ApplyOrder(order))
     lowering = lowering_passes(ArenaPlanMemory if plan_memory == "arena" else None)
     if schedule_target is not None:
-        from .kernels import default_schedule_pass
+        from .kernels import default_schedule_pass, narrow_partitioned_kernels_pass
 
         at = _after_legalize(lowering)
         schedules = [relax.transform.AttachAttrLayoutFreeBuffers(), default_schedule_pass(schedule_target)]
@@ -309,7 +309,8 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
 
             schedules.insert(0, apply_database_pass(database, schedule_target))
         # Weight packing the schedules asked for runs once, at build time, on the constant weights.
-        schedules += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+        schedules += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
+                      narrow_partitioned_kernels_pass]
         lowering[at:at] = schedules
     passes += lowering
     return tvm.transform.Sequential(passes, name="mnova.lowering")

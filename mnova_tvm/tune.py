@@ -113,7 +113,10 @@ def _build_without_tensor_intrinsics(mod, target, _params):
     from tvm.driver import build as tvm_build
     from tvm.s_tir.transform import RemoveWeightLayoutRewriteBlock
 
-    return tvm_build(RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod), target=target)
+    from .kernels import narrow_partitioned_kernels
+
+    mod = RemoveWeightLayoutRewriteBlock(skip_tensor_rewrite=True)(mod)
+    return tvm_build(narrow_partitioned_kernels(mod), target=target)
 
 
 def _export_for(board: Board):
