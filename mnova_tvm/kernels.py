@@ -6,21 +6,23 @@ scalar speed.  This module gives every PrimFunc a deterministic schedule without
 
 * a reduction block (conv2d of any group count, matmul/dense, pooling, mean) gets a register
   tile: the image row is vectorised by the target's vector width, or the output channels are
-  when the row is strided or fills the lanes badly (13, 27, 28); the rows of the tile are output
-  channels the input does not depend on (each loaded input vector feeds all of them), plus image
-  rows when one vector spans the row; the accumulators live in a local cache that LLVM keeps in
-  registers, and the outer output loops are fused, ordered so the larger of input and weights
-  stays in cache, and run in parallel; weights read along the vector axis are packed in blocks of
-  one vector tile (folded into the constants at build time), and a cheap epilogue (bias, ReLU,
-  clip) is computed in the tile's write-back;
+  when the row is strided or fills the lanes badly (13, 27, 28) or the convolution is 1x1; the
+  rows of the tile are output channels the input does not depend on (each loaded input vector
+  feeds all of them), plus image rows when one vector spans the row, or output pixels, in full
+  tiles and a smaller last one when their count has no good divisor (17, 7); the accumulators,
+  the loaded vectors and a broadcast fit the vector registers, so LLVM spills none; the outer
+  output loops are fused, ordered so the larger of input and weights stays in cache, and run in
+  parallel; weights read along the vector axis are packed in blocks of one vector tile (folded
+  into the constants at build time), and a cheap epilogue (bias, ReLU, clip) is computed in the
+  tile's write-back;
 * chains of elementwise blocks (bias, batch norm, activation) are computed in one pass;
 * an injective block (pad, bias add, activation, transpose) gets its leading loops run in
   parallel; LLVM vectorises its innermost loop.
 
 transform.lowering_pipeline(schedule_target=...) runs ``default_schedule_pass(target)`` after
 legalization, between AttachAttrLayoutFreeBuffers (which marks the constant weights) and
-SplitLayoutRewritePreproc + FoldConstant (which pack them once); use the same order in a pipeline
-of your own.
+SplitLayoutRewritePreproc + FoldConstant (which pack them once) and narrow_partitioned_kernels_pass;
+use the same order in a pipeline of your own.
 """
 
 from __future__ import annotations
@@ -132,9 +134,12 @@ _MIN_REDUCTION_FOR_CHANNEL_VECTORS = 128
 _MAX_CHANNEL_VECTOR_WEIGHT_BYTES = 2 * 2**20
 
 
-def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: int, lanes: int) -> int:
+def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: int, pointwise: bool,
+                 lanes: int) -> int:
     """The innermost output axis (the image row), unless its reads are strided or its extent (13,
-    27, 28 ...) leaves lanes idle, and the output channels fill every lane without gathers."""
+    27, 28 ...) leaves lanes idle, and the output channels fill every lane without gathers. A
+    pointwise (1x1) convolution always takes the channels then: its rows of output pixels, split
+    into full tiles and a last one, beat 7-of-8-lane row vectors (48->128 on 28x28: 2x)."""
     stmt = sch.get(block)
     inner = spatial[-1]
     channels = [i for i in spatial[:-1] if _fill(extents[i], lanes) >= 1.0 and _indexes_directly(sch, stmt, i)]
@@ -144,7 +149,7 @@ def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: 
     channel = channels[-1]
     if strided or _fill(extents[inner], lanes) < 0.75:
         return channel
-    worth_it = extents[inner] >= 2 * lanes and reduction >= _MIN_REDUCTION_FOR_CHANNEL_VECTORS
+    worth_it = pointwise or extents[inner] >= 2 * lanes and reduction >= _MIN_REDUCTION_FOR_CHANNEL_VECTORS
     return channel if worth_it and 4 * reduction * extents[channel] <= _MAX_CHANNEL_VECTOR_WEIGHT_BYTES else inner
 
 
@@ -236,7 +241,8 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
     if not spatial or not reduce or max(spatial) > min(reduce):
         return
     reduction = math.prod(extents[i] for i in reduce)
-    vec_axis = _vector_axis(sch, block, spatial, extents, reduction, lanes)
+    pointwise = sum(extents[i] > 1 for i in reduce) == 1
+    vec_axis = _vector_axis(sch, block, spatial, extents, reduction, pointwise, lanes)
     others = [i for i in spatial if i != vec_axis and extents[i] > 1]
     stmt = sch.get(block)
     # Rows of the micro-kernel: an axis the data read ignores (the output channels), so each loaded

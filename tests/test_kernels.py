@@ -62,6 +62,7 @@ CASES = {
     "conv3x3_stride2": _conv(8, 12, 9, 3, stride=2),
     "conv1x1": _conv(16, 24, 7, 1, relu=False),
     "conv_width13": _conv(8, 16, 13, 3),  # 13 fills no vector: output channels are vectorised
+    "conv1x1_width17": _conv(32, 16, 17, 1),  # pixel rows: full tiles and a smaller last one
     "depthwise": _conv(16, 16, 12, 3, groups=16),
     "grouped": _conv(8, 12, 6, 3, groups=4),
     "gemm": _model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], [1, 40], [1, 24],
@@ -198,3 +199,28 @@ def test_cheap_epilogue_is_computed_in_the_write_back():
                  and not line.strip().startswith(("pad_temp", "param_0_global"))]  # packed weights: split out at build
     assert allocations and not full_size, allocations
     assert not kernels._cheap_epilogue("T.exp(x)") and kernels._cheap_epilogue("T.max(x, T.float32(0.0))")
+
+
+@pytest.mark.parametrize("tail", [False, True])
+def test_register_tiles_fit_the_vector_registers(tail):
+    """Accumulators + loaded vectors + one broadcast <= 16 registers (one more and LLVM spills the
+    accumulators at every step); rows divide their extent unless a last smaller tile is allowed."""
+    for lanes in (4, 8):
+        for vec_extent in (7, 8, 13, 16, 32, 56, 64, 96):
+            for reg_extent in range(1, 40):
+                rows, width = kernels._tile_sizes(reg_extent, vec_extent, lanes, tail=tail)
+                vectors = max(1, width // lanes)
+                assert vec_extent % width == 0 and rows * vectors + vectors + 1 <= 16, (reg_extent, vec_extent)
+                assert tail or reg_extent % rows == 0, (reg_extent, rows)
+    assert kernels._tile_sizes(17, 64, 8, tail=False)[0] == 1  # 17 is prime: one row per tile
+    assert kernels._tile_sizes(17, 64, 8, tail=True)[0] > 4  # full tiles and a smaller last one
+
+
+def test_awkward_width_gets_full_tiles_and_a_last_one():
+    """A 1x1 conv on 17x17: the pixel-row tile loop carries TVM's partition hint (the kernel
+    indexed in int32 for LoopPartition), and the conv reads its input in place (no copy)."""
+    mod, _ = _lowered_main("conv1x1_width17")
+    kernel = "\n".join(f.script() for gv, f in mod.functions_items()
+                       if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint and "weight_prepack" not in gv.name_hint)
+    assert "pragma_loop_partition_hint" in kernel, kernel
+    assert "T.int64" not in kernel and "pad_temp" not in kernel, kernel
