@@ -36,9 +36,9 @@ from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.target import Target, codegen
 
 _DATA_PAR = 0
+_COMM_REDUCE = 2
 # Loop annotation that has TVM's LoopPartition split a loop into its guard-free part and the rest.
 _PARTITION_HINT = "pragma_loop_partition_hint"
-_COMM_REDUCE = 2
 # Vector registers a micro-kernel may use: AVX2 and 32-bit NEON have 16 (aarch64 NEON and AVX-512
 # have 32, left unused for now: not measured).
 _VECTOR_REGISTERS = 16
@@ -138,8 +138,9 @@ def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: 
                  lanes: int) -> int:
     """The innermost output axis (the image row), unless its reads are strided or its extent (13,
     27, 28 ...) leaves lanes idle, and the output channels fill every lane without gathers. A
-    pointwise (1x1) convolution always takes the channels then: its rows of output pixels, split
-    into full tiles and a last one, beat 7-of-8-lane row vectors (48->128 on 28x28: 2x)."""
+    pointwise block (one reduction axis: a 1x1 convolution, a matmul) always takes the channels
+    then: its rows of output pixels, split into full tiles and a last one, beat 7-of-8-lane row
+    vectors (48->128 on 28x28: 2x)."""
     stmt = sch.get(block)
     inner = spatial[-1]
     channels = [i for i in spatial[:-1] if _fill(extents[i], lanes) >= 1.0 and _indexes_directly(sch, stmt, i)]
