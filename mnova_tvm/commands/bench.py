@@ -271,6 +271,9 @@ def run_kernels(args) -> int:
     from ..tune import tune, tuned
 
     settings = sorted({os.cpu_count() if t == "all" else int(t) for t in args.threads.split(",")})
+    # TVM sizes its thread pool once, from TVM_NUM_THREADS or the physical cores (1 on a 2-vCPU VM),
+    # and config_threadpool cannot grow it: without this, "2 threads" ran ours on one.
+    os.environ["TVM_NUM_THREADS"] = str(max(settings))
     set_threads = tvm.get_global_func("runtime.config_threadpool")
     models = args.models or list(zoo.MODELS)
     header = ["model", "input", "threads", "ORT ms", "TVM default ms", "ours ms", "ours tuned ms", "TVM default / ORT",
