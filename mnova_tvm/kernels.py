@@ -435,24 +435,31 @@ def schedule_prim_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | N
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)
 
 
+def _rewrite_prim_funcs(mod: tvm.IRModule, rewrite) -> tvm.IRModule:
+    """``mod`` with each PrimFunc replaced by ``rewrite(func)`` where that is not None."""
+    updates = {}
+    for gvar, func in mod.functions_items():
+        if isinstance(func, tirx.PrimFunc):
+            rewritten = rewrite(func)
+            if rewritten is not None:
+                updates[gvar] = rewritten
+    for gvar, func in updates.items():
+        mod[gvar] = func
+    return mod
+
+
 def default_schedule_pass(target: Target) -> tvm.transform.Pass:
     """Module pass giving every unscheduled PrimFunc the default CPU schedule for ``target``."""
     target = Target(target) if not isinstance(target, Target) else target
 
+    def schedule(func: tirx.PrimFunc) -> tirx.PrimFunc | None:
+        if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)) == 1:
+            return None
+        return schedule_prim_func(func, target)
+
     @tvm.transform.module_pass(opt_level=0, name="MnovaDefaultCPUSchedule")
     def _pass(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
-        updates = {}
-        for gvar, func in mod.functions_items():
-            if not isinstance(func, tirx.PrimFunc):
-                continue
-            if func.attrs is not None and int(func.attrs.get("tirx.is_scheduled", 0)) == 1:
-                continue
-            scheduled = schedule_prim_func(func, target)
-            if scheduled is not None:
-                updates[gvar] = scheduled
-        for gvar, func in updates.items():
-            mod[gvar] = func
-        return mod
+        return _rewrite_prim_funcs(mod, schedule)
 
     return _pass
 
@@ -466,13 +473,8 @@ def narrow_partitioned_kernels(mod: tvm.IRModule) -> tvm.IRModule:
     has far fewer than 2**31 elements.
     """
     narrow = tirx.transform.ForceNarrowIndexToInt32()
-    updates = {}
-    for gvar, func in mod.functions_items():
-        if isinstance(func, tirx.PrimFunc) and _PARTITION_HINT in func.script():
-            updates[gvar] = narrow(tvm.IRModule({"main": func}))["main"]
-    for gvar, func in updates.items():
-        mod[gvar] = func
-    return mod
+    return _rewrite_prim_funcs(
+        mod, lambda func: narrow(tvm.IRModule({"main": func}))["main"] if _PARTITION_HINT in func.script() else None)
 
 
 @tvm.transform.module_pass(opt_level=0, name="MnovaNarrowPartitionedKernels")
