@@ -18,16 +18,18 @@ from .targets import Board
 from .transform import lowering_pipeline
 
 
-def relax_pipeline(order="btsearch", plan_memory: str = "arena", fuse: bool = True, board: Board | None = None):
+def relax_pipeline(order="btsearch", plan_memory: str = "arena", fuse: bool = True, board: Board | None = None,
+                   weights: dict | None = None):
     """The Relax pipeline used to build for a board (see transform.lowering_pipeline): with a
     board, every kernel gets the default CPU schedule for its target (kernels.py), or its tuned
-    one when a tuning database is in use for the board (tune.py)."""
+    one when a tuning database is in use for the board (tune.py); with a `weights` dict, the
+    weights are lifted out of the library into it."""
     from .tune import database_for
 
     if board is None:
-        return lowering_pipeline(order=order, plan_memory=plan_memory, fuse=fuse)
+        return lowering_pipeline(order=order, plan_memory=plan_memory, fuse=fuse, weights=weights)
     return lowering_pipeline(order=order, plan_memory=plan_memory, fuse=fuse, schedule_target=board.tvm_target(),
-                             database=database_for(board))
+                             database=database_for(board), weights=weights)
 
 
 def _fcompile(board: Board):

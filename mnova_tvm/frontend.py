@@ -139,7 +139,13 @@ def random_inputs(mod: tvm.IRModule, seed: int = 0) -> list[np.ndarray]:
     return [rng.standard_normal(shape).astype(dtype) for _, shape, dtype in input_specs(mod)]
 
 
-def compile_module(mod: tvm.IRModule, target="llvm", relax_pipeline="default"):
+def compile_module(mod: tvm.IRModule, target=None, relax_pipeline="default"):
+    """TVM's own build of `mod` (default: for this machine's CPU, as the host board compiles, so
+    a reference and the code it checks round alike, fused multiply-adds included)."""
+    if target is None:
+        from .targets import load_board
+
+        target = load_board("host").tvm_target()
     return tvm.compile(mod, target=target, relax_pipeline=relax_pipeline)
 
 

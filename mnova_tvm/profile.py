@@ -151,7 +151,9 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
     for number, chunk in enumerate(_chunks(graph, jobs)):
         module = build_profile_module(mod, graph, chunk)
         lib = workdir / f"profile-{model}-{kind.replace('@', '-')}-{number}.so"
-        build_for_board(module, device.board, lib, relax_pipeline(order=None, plan_memory="tvm", board=device.board))
+        weights: dict = {}  # lifted out of the library: each job's are uploaded only while it is timed
+        build_for_board(module, device.board, lib,
+                        relax_pipeline(order=None, plan_memory="tvm", board=device.board, weights=weights))
         rows = []
         try:
             session.upload(str(lib))
@@ -161,6 +163,7 @@ def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModul
                     break
                 args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
                         for p in module[f"p{i}"].params]
+                args += [tvm.runtime.tensor(w, dev) for w in weights.get(f"p{i}", ())]
                 seconds = _median_seconds(vm, dev, f"p{i}", args, repeat, min_repeat_ms)
                 rows.append({"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
                              "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units,
@@ -311,9 +314,9 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     return model
 
 
-# Loading a library holds its weights about three times over for a moment (the file, the blob read
-# from it, the tensors made from the blob), on top of an idle RPC server's ~150 MiB.
-_LOAD_COPIES = 3
+# Loading a plan's weights (uploaded tensor by tensor, runtime.RemoteRunner) holds the largest one
+# about twice more while it is in flight, on top of an idle RPC server's ~150 MiB.
+_IN_FLIGHT_COPIES = 2
 _IDLE_SERVER_BYTES = 160 * 2**20
 
 
@@ -324,7 +327,7 @@ def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRM
     from .costmodel import plan_latency
     from .graph import from_relax
     from .partition import device_memory, single_device_plan
-    from .runtime import compile_plan, prepare
+    from .runtime import RemoteRunner, compile_plan, prepare
 
     mod = prepare(mod)
     graph = from_relax(mod, name)
@@ -338,20 +341,20 @@ def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRM
         device = cluster.devices[index]
         plan = single_device_plan(graph, names, index)
         limit = limits.get(device.name)
-        if limit is not None and _LOAD_COPIES * graph.weight_bytes + device_memory(graph, plan)[index] + _IDLE_SERVER_BYTES > limit:
+        largest = max((t.nbytes for t in graph.tensors.values() if t.kind == "weight"), default=0)
+        if limit is not None and _IN_FLIGHT_COPIES * largest + device_memory(graph, plan)[index] + _IDLE_SERVER_BYTES > limit:
             log(f"calibration {kind}: skipped, the whole {name} does not load within {device.name}'s memory limit "
                 f"({limit / 2**20:.0f} MiB); factor kept at {model.calibration.get(kind, 1.0):.2f}")
             continue
         _, segs, paths = compile_plan(mod, plan, [d.board for d in cluster.devices], workdir / f"calibrate-{index}", graph)
         try:
             session = testbed.connect(state, device.name)
-            session.upload(str(paths[index]))
-            dev = session.cpu()
-            vm = relax.VirtualMachine(session.load_module(paths[index].name), dev)
-            args = [tvm.runtime.tensor(np.random.default_rng(0).standard_normal(graph.tensors[t].shape).astype(graph.tensors[t].dtype), dev)
+            runner = RemoteRunner(device.name, session)
+            runner.load(paths[index])
+            args = [runner.upload(np.random.default_rng(0).standard_normal(graph.tensors[t].shape).astype(graph.tensors[t].dtype))
                     for t in segs[0].inputs]
-            measured = _median_seconds(vm, dev, "seg0", args, repeat, 0)
-            vm = args = None
+            measured = _median_seconds(runner.vm, runner.device, "seg0", args + runner.weights.get("seg0", []), repeat, 0)
+            runner = args = None
             _empty_pool(session)  # the plans run next start from an empty pool
         except MnovaError:
             raise

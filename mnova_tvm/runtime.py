@@ -239,17 +239,22 @@ class LocalRunner:
     def __init__(self, name: str, latency_s: float = 0.0):
         self.name, self.latency_s = name, latency_s
         self.device = tvm.cpu()
-        self.vm = None
+        self.vm, self.weights = None, {}
 
     def load(self, library: Path) -> None:
         self.vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self.device)
+        self._upload_weights(library)
+
+    def _upload_weights(self, library: Path) -> None:
+        """The weights shipped beside the library, uploaded once, tensor by tensor."""
+        self.weights = {function: [self.upload(a) for a in arrays] for function, arrays in load_weights(library).items()}
 
     def upload(self, array: np.ndarray):
         return tvm.runtime.tensor(array, device=self.device)
 
     def call(self, function: str, args: list, n_outputs: int) -> list:
         """Run `function` of the loaded library; its outputs as a flat list of tensors."""
-        return _as_list(self.vm[function](*args))
+        return _as_list(self.vm[function](*args, *self.weights.get(function, ())))
 
 
 class RemoteRunner(LocalRunner):
@@ -262,19 +267,47 @@ class RemoteRunner(LocalRunner):
     def __init__(self, name: str, session, latency_s: float = 0.0):
         self.name, self.session, self.latency_s = name, session, latency_s
         self.device = session.cpu()
-        self.vm = None
+        self.vm, self.weights = None, {}
 
     def load(self, library: Path) -> None:
         self.session.upload(str(library))
         self.vm = relax.VirtualMachine(self.session.load_module(library.name), self.device)
+        self._upload_weights(library)
 
     def call(self, function: str, args: list, n_outputs: int) -> list:
         """A remote tuple cannot be iterated: tuples come back through the VM's stateful API."""
+        args = [*args, *self.weights.get(function, ())]
         if n_outputs == 1:
             return [self.vm[function](*args)]
         self.vm.set_input(function, *args)
         self.vm.invoke_stateful(function)
         return _as_list(self.vm.get_outputs(function))
+
+
+def weights_path(library: Path) -> Path:
+    """Where the weights lifted out of a device's library (transform.LiftWeights) are kept."""
+    return library.with_name(f"{library.stem}.weights.npz")
+
+
+def save_weights(weights: dict, library: Path) -> None:
+    """``weights[function]``, the values of its trailing weight parameters, beside `library`."""
+    from .commands._io import atomic_path
+
+    arrays = {f"{function}:{i}": value for function, values in weights.items() for i, value in enumerate(values)}
+    with atomic_path(weights_path(library)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_weights(library: Path) -> dict[str, list[np.ndarray]]:
+    """What save_weights stored beside `library` ({} for a library that carries its own)."""
+    path = weights_path(library)
+    if not path.exists():
+        return {}
+    weights: dict[str, list] = {}
+    with np.load(path) as stored:
+        for key in sorted(stored.files, key=lambda k: (k.rsplit(":", 1)[0], int(k.rsplit(":", 1)[1]))):
+            weights.setdefault(key.rsplit(":", 1)[0], []).append(stored[key])
+    return weights
 
 
 def _as_list(value) -> list:
@@ -358,7 +391,8 @@ def execute(graph: OpGraph, plan: Plan, segs: list[Segment], runners: list, inpu
 
 def compile_plan(mod: tvm.IRModule, plan: Plan, boards: list, workdir: Path, graph: OpGraph | None = None,
                  log=lambda *_: None):
-    """Compile every device's part of `plan` for its board into `workdir`; returns (graph, segments, paths)."""
+    """Compile every device's part of `plan` for its board into `workdir`, each library with its
+    weights beside it (save_weights); returns (graph, segments, library paths)."""
     from .compile import build_for_board, relax_pipeline
 
     graph = graph or from_relax(mod)
@@ -372,7 +406,9 @@ def compile_plan(mod: tvm.IRModule, plan: Plan, boards: list, workdir: Path, gra
             continue
         t0 = time.perf_counter()
         path = workdir / f"{plan.devices[d]}.so"
-        build_for_board(module, board, path, relax_pipeline(order=None, plan_memory="tvm", board=board))
+        weights: dict = {}
+        build_for_board(module, board, path, relax_pipeline(order=None, plan_memory="tvm", board=board, weights=weights))
+        save_weights(weights, path)
         log(f"compiled {plan.devices[d]} ({board.name}): {sum(seg.active(d) for seg in segs)} segments "
             f"in {time.perf_counter() - t0:.1f} s")
         paths.append(path)

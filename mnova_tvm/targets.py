@@ -30,8 +30,13 @@ class Board:
     def tvm_target(self):
         import tvm
 
+        target = dict(self.target)
+        if target.get("mcpu") == "native":  # the CPU of the machine that compiles (the host board)
+            from tvm.target import codegen
+
+            target["mcpu"] = codegen.llvm_get_system_cpu()
         try:
-            return tvm.target.Target(dict(self.target))
+            return tvm.target.Target(target)
         except Exception as err:  # TVM rejects unknown keys/values with several error types
             raise MnovaError(f"board {self.name}: TVM rejects its target {dict(self.target)}: {str(err).splitlines()[0]}") from None
 

@@ -12,7 +12,10 @@ the fusion passes that run before legalization.
 
 from __future__ import annotations
 
+import math
 import re
+
+import numpy as np
 
 import tvm
 import tvm_ffi
@@ -258,6 +261,49 @@ def SubsampleStridedPointwise(mod, _ctx):  # noqa: N802
     return _rewrite_calls(mod, rewrite)
 
 
+def LiftWeights(weights: dict, min_bytes: int = 4096) -> tvm.transform.Pass:  # noqa: N802
+    """Every constant of at least `min_bytes` in a Relax function becomes a trailing parameter of
+    it; ``weights[function name]`` receives their values in parameter order.
+
+    Why: a library with embedded constants holds the weights twice on the device (the mapped
+    file and the VM's copy of its constant pool), and uploading it over RPC peaks at several
+    times its size. Shipped beside the library and uploaded tensor by tensor, they are held once.
+    Run it after the last FoldConstant (weights already packed for their kernels).
+    """
+
+    @relax.expr_functor.mutator
+    class Lifter(relax.PyExprMutator):
+        def __init__(self, mod):
+            super().__init__(mod)
+            self.lifted: dict = {}  # constant -> parameter var
+
+        def visit_generic_const_(self, const):
+            if math.prod(const.value.shape) * np.dtype(const.value.dtype).itemsize < min_bytes:
+                return const
+            if const not in self.lifted:
+                self.lifted[const] = relax.Var(f"weight{len(self.lifted)}", const.ty)
+            return self.lifted[const]
+
+    @tvm.transform.module_pass(opt_level=0, name="mnova.LiftWeights")
+    def apply(mod, _ctx):
+        updates = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, relax.Function):
+                continue
+            lifter = Lifter(mod)
+            body = lifter.visit_expr(func.body)
+            if not lifter.lifted:
+                continue
+            weights[gvar.name_hint] = [const.value.numpy() for const in lifter.lifted]
+            updates[gvar] = relax.Function(list(func.params) + list(lifter.lifted.values()), body,
+                                           func.ret_ty, func.is_pure, func.attrs, func.span)
+        for gvar, func in updates.items():
+            mod[gvar] = func
+        return mod
+
+    return apply
+
+
 def fusion_passes() -> list:
     """Legalize and fuse (FuseOps/FuseTIR), as tvm.compile's default pipeline does before lowering.
     A batch norm right after a convolution is folded into its weights and bias (no per-element
@@ -283,13 +329,14 @@ def kernel_module(mod: tvm.IRModule, target, fuse: bool = True) -> tvm.IRModule:
 
 
 def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False,
-                      schedule_target=None, database=None) -> tvm.transform.Pass:
+                      schedule_target=None, database=None, weights: dict | None = None) -> tvm.transform.Pass:
     """A relax pipeline for tvm.compile: optional fusion, then the order, then our memory plan.
 
     plan_memory "arena" uses ArenaPlanMemory, "tvm" TVM's StaticPlanBlockMemory. `order` may be a
     sequence of node names, "btsearch", or None (keep the module's order). With `schedule_target`
     every kernel gets the default CPU schedule for that target (kernels.py), except the kernels a
-    MetaSchedule `database` has a record for (tune.py), which get the best record.
+    MetaSchedule `database` has a record for (tune.py), which get the best record. With a
+    `weights` dict, the weights become parameters and their values go there (LiftWeights).
     """
     if plan_memory not in ("arena", "tvm"):
         raise MnovaError(f"plan_memory must be 'arena' or 'tvm', got {plan_memory!r}")
@@ -312,6 +359,9 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
         schedules += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
                       narrow_partitioned_kernels_pass]
         lowering[at:at] = schedules
+    if weights is not None:
+        at = next(i for i, p in enumerate(lowering) if p.info.name == "ToNonDataflow")
+        lowering.insert(at, LiftWeights(weights))
     passes += lowering
     return tvm.transform.Sequential(passes, name="mnova.lowering")
 

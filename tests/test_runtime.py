@@ -15,7 +15,7 @@ from mnova_tvm.deploy import run_plan
 from mnova_tvm.errors import MnovaError
 from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import Plan, allowed_dims, partition_op, segments, single_device_plan, uniform_plan
-from mnova_tvm.runtime import prepare, run_locally
+from mnova_tvm.runtime import load_weights, prepare, run_locally
 from mnova_tvm.targets import load_cluster
 from onnx_models import branchy_cnn, edge_cnn
 
@@ -63,6 +63,17 @@ def test_edge_cnn_every_plan(plan_name, tmp_path):
 @pytest.mark.parametrize("plan_name", ["height-4-uneven", "mixed-3"])
 def test_squeezenet(plan_name, tmp_path):
     check(frontend.load_model("squeezenet1_1", input_size=zoo.MODELS["squeezenet1_1"].test_input_size), plan_name, tmp_path)
+
+
+def test_libraries_carry_code_and_the_weights_ship_beside(tmp_path):
+    """A device's weights are lifted out of its library into a file beside it, uploaded once
+    tensor by tensor (held once on the device, no upload of the whole model in one message)."""
+    size = zoo.MODELS["squeezenet1_1"].test_input_size
+    check(frontend.load_model("squeezenet1_1", input_size=size), "single-device", tmp_path)
+    (library,) = [lib for lib in tmp_path.glob("*.so")]
+    lifted = sum(a.nbytes for arrays in load_weights(library).values() for a in arrays)
+    assert lifted >= 0.95 * 4 * zoo.count_params(zoo.build("squeezenet1_1", input_size=size))
+    assert library.stat().st_size < lifted / 4
 
 
 @pytest.mark.heavy

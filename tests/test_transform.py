@@ -44,6 +44,31 @@ def test_btsearch_order_in_sequential_with_and_without_fusion(branchy):
     np.testing.assert_array_equal(frontend.run(fused_ordered, x)[0], frontend.run(fused_plain, x)[0])
 
 
+def test_lift_weights_makes_large_constants_parameters(branchy):
+    """LiftWeights: every constant of at least min_bytes becomes a trailing parameter (its value
+    handed out in order), smaller ones stay; given those values the library computes the same."""
+    mod, x = branchy
+    weights: dict = {}
+    lifted = tvm.compile(mod, "llvm", relax_pipeline=lowering_pipeline(fuse=True, weights=weights))
+    embedded = tvm.compile(mod, "llvm", relax_pipeline=lowering_pipeline(fuse=True))
+    constants = [c.value.numpy() for c in _constants(relax.transform.FoldConstant()(mod)["main"])]
+    large = [c for c in constants if c.nbytes >= 4096]
+    assert large and len(large) < len(constants)  # the model has both kinds
+    assert list(weights) == ["main"]
+    assert sorted(w.nbytes for w in weights["main"]) == sorted(c.nbytes for c in large)
+    vm = relax.VirtualMachine(lifted, tvm.cpu())
+    out = vm["main"](*[tvm.runtime.tensor(a) for a in x + weights["main"]])
+    np.testing.assert_array_equal(out.numpy(), frontend.run(embedded, x)[0])
+    with pytest.raises(Exception):
+        vm["main"](*[tvm.runtime.tensor(a) for a in x])  # the weights are not in the library
+
+
+def _constants(func) -> list:
+    found = []
+    relax.analysis.post_order_visit(func, lambda e: found.append(e) if type(e).__name__ == "GenericConst" else None)
+    return found
+
+
 def test_arena_plans_the_liveness_peak_where_tvm_plans_more(branchy):
     mod, x = branchy
     graph = from_relax(mod)
@@ -64,7 +89,7 @@ def test_arena_on_a_zoo_model():
     assert planned_bytes(ordered) <= 1.05 * activation_peak(graph, btsearch(graph).order)
     x = frontend.random_inputs(mod)
     arena = tvm.compile(ordered, "llvm", relax_pipeline=lowering_pipeline())
-    np.testing.assert_array_equal(frontend.run(arena, x)[0], frontend.run(mod, x)[0])
+    np.testing.assert_array_equal(frontend.run(arena, x)[0], frontend.run(frontend.compile_module(mod, "llvm"), x)[0])
 
 
 def test_bad_orders_and_options(branchy):

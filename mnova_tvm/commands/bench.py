@@ -135,6 +135,16 @@ def _budgeted(cluster, need: int, fractions: list[float]):
 PROFILING_RESTARTS = 4
 
 
+def _measured_memory(run) -> str:
+    """Each device's measured memory (server peak over its idle memory before loading) and
+    whether all are within budget: "6.1/4.0/-/- (≤ budget)"."""
+    if run is None:
+        return "-"
+    used = [None if d.peak_bytes is None or d.idle_bytes is None else d.peak_bytes - d.idle_bytes for d in run.devices]
+    within = all(u <= d.budget_bytes for u, d in zip(used, run.devices) if u is not None)
+    return "/".join("-" if u is None else f"{u / 2**20:.1f}" for u in used) + (" (≤ budget)" if within else " (OVER)")
+
+
 def run_latency(args) -> int:
     import tempfile
 
@@ -152,7 +162,8 @@ def run_latency(args) -> int:
     fractions = _fractions(args.budget_fractions, base)
     models = args.models or list(zoo.MODELS)
     header = ["model", "budgets MiB", "plan", "predicted ms", "measured ms", "vs best single %",
-              "GenEFlow faster by %", "planning s", "planned memory ≤ budget", "output", "segments"]
+              "GenEFlow faster by %", "planning s", "planned memory ≤ budget", "measured memory MiB", "output",
+              "segments"]
     rows = []
     for i, model in enumerate(models, 1):
         mod = prepare(load_model(model, input_size=args.input_size))
@@ -193,7 +204,7 @@ def run_latency(args) -> int:
                              f"{run.median_ms:.1f}" if run else "not run (over budget)",
                              f"{100 * (1 - run.median_ms / single[0]):+.1f}" if run and single else "-",
                              f"{100 * (1 - geneflow_ms / run.median_ms):+.1f}" if run and planner is not job.geneflow else "-",
-                             f"{planner.seconds:.1f}", "yes" if fits else "no",
+                             f"{planner.seconds:.1f}", "yes" if fits else "no", _measured_memory(run),
                              ("ok" if run.matches else "WRONG") if run else "-", len(segments(graph, planner.plan))])
         text = results_header("Latency: GenEFlow and its baselines on the emulated edge cluster") + f"""
 Cluster `{base.name}` ({", ".join(f"{d.name}: {d.cpu_quota or 1:g} CPU, {d.link.bandwidth_mbps:g} Mbit/s, {d.link.latency_ms:g} ms" for d in base.devices)}),
@@ -202,7 +213,8 @@ quota and memory limit = budget + the RPC server's runtime allowance). Budgets a
 model's single-device need. Predicted: the XGBoost cost model's plan-level estimate (quick profile of the model and
 whole-model calibration per device kind, both under the cluster's own memory limits);
 measured: median of {args.repeat} runs after a warm-up, through the coordinator over TVM RPC; output checked against
-single-device TVM (rtol 1e-5). "vs best single": latency reduction against the fastest single device whose budget holds
+single-device TVM (rtol 1e-5). Measured memory: each device's server peak (cgroup) over its memory before the plan was
+loaded (code, weights uploaded tensor by tensor, activations, RPC buffers). "vs best single": latency reduction against the fastest single device whose budget holds
 the model (none when every budget is below the model's need). "GenEFlow faster by": GenEFlow's measured latency
 against that plan's. GenEFlow: {args.generations} generations, population 48; random search gets as many evaluations.
 A device that dies while profiling (memory limit) gets a fresh cluster and profiling resumes (up to {PROFILING_RESTARTS} times).
@@ -246,7 +258,7 @@ def _onnx_model(model, input_size):
 
 
 def _host_board(threads: int):
-    """This machine's CPU as a board with `threads` cores (the host board's target has no mcpu)."""
+    """This machine's CPU, named, as a board with `threads` cores."""
     import dataclasses
 
     from tvm.target import codegen
