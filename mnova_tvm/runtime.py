@@ -407,7 +407,7 @@ def compile_plan(mod: tvm.IRModule, plan: Plan, boards: list, workdir: Path, gra
         t0 = time.perf_counter()
         path = workdir / f"{plan.devices[d]}.so"
         weights: dict = {}
-        build_for_board(module, board, path, relax_pipeline(order=None, plan_memory="tvm", board=board, weights=weights))
+        build_for_board(module, board, path, relax_pipeline(order=None, board=board, weights=weights))
         save_weights(weights, path)
         log(f"compiled {plan.devices[d]} ({board.name}): {sum(seg.active(d) for seg in segs)} segments "
             f"in {time.perf_counter() - t0:.1f} s")

@@ -186,12 +186,12 @@ def _arena_plan_function(func):
 
 @tvm.transform.module_pass(opt_level=0, name="mnova.ArenaPlanMemory")
 def ArenaPlanMemory(mod, _ctx):  # noqa: N802
-    """Plan every static intermediate of main into one arena (replaces StaticPlanBlockMemory)."""
-    functions = {gv: accept_offsets(f) if isinstance(f, tvm.tirx.PrimFunc) else f
+    """Plan every static intermediate of each Relax function into one arena per function
+    (replaces StaticPlanBlockMemory; a plan's device library has a function per segment)."""
+    functions = {gv: accept_offsets(f) if isinstance(f, tvm.tirx.PrimFunc) else
+                 _arena_plan_function(f) if isinstance(f, relax.Function) else f
                  for gv, f in mod.functions.items()}
-    new_mod = tvm.IRModule(functions, attrs=mod.attrs)
-    new_mod["main"] = _arena_plan_function(mod["main"])
-    return new_mod
+    return tvm.IRModule(functions, attrs=mod.attrs)
 
 
 def _fast_sigmoid(x):
