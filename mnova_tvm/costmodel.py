@@ -1,7 +1,10 @@
 """The latency cost model: XGBoost per device kind over operator-slice features, plus links.
 
 Like a scikit-learn estimator: `CostModel().fit(rows)` then `predict(features, kinds)`, saved
-and loaded as one JSON file. Rows come from `mnova profile` (see profile.py); the features of
+and loaded as one JSON file. Per device kind, a roofline line (seconds per call, per FLOP, per
+byte moved, per weight byte; non-negative, fitted on relative error) gives each slice a baseline,
+and XGBoost learns the log ratio of the measured latency to it: trees alone predict steps in the
+FLOP count and miss held-out shapes between two profiled ones, the line carries the scaling. Rows come from `mnova profile` (see profile.py); the features of
 a slice are computed here, from the OpGraph and the slice's regions, by the same function for
 profiling rows and for the planner, so the two cannot drift apart.
 
@@ -26,7 +29,7 @@ from .errors import MnovaError
 from .graph import Node, OpGraph
 from .partition import Plan, Segment, region_bytes, region_shape, segments, sliced_weight_bytes
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 OPS = ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.matmul", "relax.mean",
        "relax.nn.batch_norm", "relax.add", "relax.multiply", "relax.nn.relu", "relax.concat", "relax.nn.softmax",
        "relax.sigmoid", "relax.clip", "relax.nn.silu", "relax.reshape", "relax.permute_dims", "relax.nn.adaptive_avg_pool2d")
@@ -67,6 +70,30 @@ def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions:
     ]
 
 
+def _roofline_terms(features: np.ndarray) -> np.ndarray:
+    """The columns a slice's baseline seconds are linear in: one call, FLOPs, activation bytes
+    moved (in and out), weight bytes."""
+    def raw(name):
+        return np.exp2(features[:, FEATURES.index(name)]) - 1.0
+
+    return np.column_stack([np.ones(len(features)), raw("flops_log"), raw("in_bytes_log") + raw("out_bytes_log"),
+                            raw("weight_bytes_log")])
+
+
+def fit_roofline(features: np.ndarray, seconds: np.ndarray) -> np.ndarray:
+    """Non-negative coefficients of _roofline_terms minimising the relative error, so that the
+    many small operators weigh as much as the few large ones."""
+    from scipy.optimize import nnls
+
+    terms = _roofline_terms(features)
+    coefficients, _ = nnls(terms / seconds[:, None], np.ones(len(seconds)))
+    return coefficients
+
+
+def _log_baseline(features: np.ndarray, coefficients) -> np.ndarray:
+    return np.log2(np.maximum(_roofline_terms(features) @ np.asarray(coefficients), 1e-7))
+
+
 @dataclass(frozen=True)
 class LinkFit:
     """Seconds to move n bytes one way: per_call_s + n * per_byte_s (fitted on measured transfers),
@@ -103,13 +130,14 @@ def fit_link(rows: Sequence[Mapping]) -> LinkFit:
 
 @dataclass
 class CostModel:
-    """XGBoost latency regressors, one per device kind, predicting log2 seconds of a slice."""
+    """Per device kind, a roofline baseline and an XGBoost regressor of log2(seconds / baseline)."""
 
     n_estimators: int = 300
     max_depth: int = 7
     learning_rate: float = 0.08
     seed: int = 0
     boosters: dict = field(default_factory=dict)  # kind -> xgboost.Booster
+    roofline: dict = field(default_factory=dict)  # kind -> coefficients of _roofline_terms
     links: dict = field(default_factory=dict)  # device name -> LinkFit
     # kind -> factor: a whole-model run on the device over the sum of its operators' predictions
     # (operators timed alone miss fusion, cache reuse and call overheads of the real segments)
@@ -130,11 +158,12 @@ class CostModel:
             raise MnovaError("the dataset has no operator rows: run mnova profile first")
         for kind, kind_rows in sorted(by_kind.items()):
             x = np.array([[float(r[f]) for f in FEATURES] for r in kind_rows])
-            y = np.log2(np.array([max(float(r["latency_s"]), 1e-7) for r in kind_rows]))
+            seconds = np.array([max(float(r["latency_s"]), 1e-7) for r in kind_rows])
+            self.roofline[kind] = [float(c) for c in fit_roofline(x, seconds)]
             params = {"max_depth": self.max_depth, "eta": self.learning_rate, "seed": self.seed,
                       "objective": "reg:squarederror", "nthread": 2, "subsample": 1.0}
-            self.boosters[kind] = _for_prediction(xgb.train(params, xgb.DMatrix(x, label=y),
-                                                            num_boost_round=self.n_estimators))
+            data = xgb.DMatrix(x, label=np.log2(seconds), base_margin=_log_baseline(x, self.roofline[kind]))
+            self.boosters[kind] = _for_prediction(xgb.train(params, data, num_boost_round=self.n_estimators))
         return self
 
     def predict(self, features: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
@@ -147,7 +176,9 @@ class CostModel:
                 raise MnovaError(f"the cost model knows device kinds {', '.join(self.kinds) or 'none'}, "
                                  f"not {kind}: profile that kind and retrain (mnova profile, mnova train-cost-model)")
             mask = kinds == kind
-            out[mask] = np.exp2(self.boosters[kind].inplace_predict(features[mask])) * self.calibration.get(kind, 1.0)
+            log_seconds = self.boosters[kind].inplace_predict(
+                features[mask], base_margin=_log_baseline(features[mask], self.roofline[kind]))
+            out[mask] = np.exp2(log_seconds) * self.calibration.get(kind, 1.0)
         return out
 
     def save(self, path) -> None:
@@ -157,6 +188,7 @@ class CostModel:
             "format": "mnova-cost-model", "version": FORMAT_VERSION, "features": list(FEATURES), "ops": list(OPS),
             "metadata": self.metadata,
             "boosters": {k: base64.b64encode(bytes(b.save_raw("ubj"))).decode() for k, b in self.boosters.items()},
+            "roofline": self.roofline,
             "links": {name: vars(link) for name, link in self.links.items()},
             "calibration": self.calibration,
         })
@@ -181,6 +213,7 @@ class CostModel:
             booster = xgb.Booster()
             booster.load_model(bytearray(base64.b64decode(raw)))
             model.boosters[kind] = _for_prediction(booster)
+        model.roofline = {kind: [float(c) for c in coefficients] for kind, coefficients in data["roofline"].items()}
         model.links = {name: LinkFit(**fit) for name, fit in data.get("links", {}).items()}
         model.calibration = {k: float(v) for k, v in data.get("calibration", {}).items()}
         return model
@@ -189,16 +222,22 @@ class CostModel:
 # --- evaluation ---
 
 
-def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
-    """MAPE, share within ±10% and Spearman rank correlation of predictions on `rows`."""
+def _metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
     from scipy.stats import spearmanr
 
+    error = np.abs(pred - truth) / truth
+    return {"rows": len(truth), "mape_percent": 100 * float(error.mean()),
+            "within_10_percent": float((error <= 0.10).mean()), "spearman": float(spearmanr(pred, truth).statistic)}
+
+
+def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
+    """MAPE, share within ±10% and Spearman rank correlation of predictions on `rows`, and the
+    same for the model's roofline line alone (under "roofline": what the trees add to it)."""
     x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
     truth = np.array([float(r["latency_s"]) for r in rows])
-    pred = model.predict(x, [r["device_kind"] for r in rows])
-    error = np.abs(pred - truth) / truth
-    return {"rows": len(rows), "mape_percent": 100 * float(error.mean()),
-            "within_10_percent": float((error <= 0.10).mean()), "spearman": float(spearmanr(pred, truth).statistic)}
+    kinds = [r["device_kind"] for r in rows]
+    line = np.exp2([_log_baseline(x[i:i + 1], model.roofline[k])[0] for i, k in enumerate(kinds)])
+    return {**_metrics(model.predict(x, kinds), truth), "roofline": _metrics(line, truth)}
 
 
 def shape_key(row: Mapping) -> tuple:

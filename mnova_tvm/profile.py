@@ -132,14 +132,14 @@ def _median_seconds(vm, dev, fname: str, args, repeat: int, min_repeat_ms: int) 
 
 def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModule, graph: OpGraph, model: str,
                    dataset: Path, workdir: Path, repeat: int = 3, min_repeat_ms: int = 20,
-                   deadline: float | None = None, log=print) -> int:
-    """Time every not yet profiled job of `model` on `device`; returns rows written."""
+                   deadline: float | None = None, jobs: Sequence[Job] | None = None, log=print) -> int:
+    """Time every not yet profiled job of `model` (or of `jobs`) on `device`; returns rows written."""
     from .compile import build_for_board, relax_pipeline
 
     kind = device_kind(device)
     done = {(r["model"], r["node"], r["dim"], int(r["units"])) for r in read_dataset(dataset)[0]
             if r["device_kind"] == kind}
-    jobs = [j for j in jobs_for(graph) if (model, j.node, j.dim, j.units) not in done]
+    jobs = [j for j in (jobs_for(graph) if jobs is None else jobs) if (model, j.node, j.dim, j.units) not in done]
     if not jobs:
         log(f"[{kind}] {model}: already profiled")
         return 0

@@ -189,14 +189,19 @@ def test_infeasible_budgets_name_what_each_device_needs(graph, model, tmp_path):
     assert "no plan meets the memory budgets" in message and all(d.name in message for d in cluster.devices)
 
 
-def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
-    monkeypatch.setattr("mnova_tvm.profile.CHUNK_BYTES", 4096)  # several libraries, one session
+def plain_local2(tmp_path, prefix):
+    """local2 without emulation, under names of this test process (c.json in tmp_path)."""
     data = json.loads(open(load_cluster("local2").path).read())
-    data.update(name=f"pf{os.getpid() % 10000}", emulate=False)
+    data.update(name=f"{prefix}{os.getpid() % 10000}", emulate=False)
     for d in data["devices"]:
         d["key"] = f"{data['name']}-{d['name']}"
     (tmp_path / "c.json").write_text(json.dumps(data))
-    cluster = load_cluster(str(tmp_path / "c.json"))
+    return load_cluster(str(tmp_path / "c.json"))
+
+
+def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
+    monkeypatch.setattr("mnova_tvm.profile.CHUNK_BYTES", 4096)  # several libraries, one session
+    cluster = plain_local2(tmp_path, "pf")
     dataset = tmp_path / "d.jsonl"
     mod = frontend.load_model(edge_cnn())
     with testbed.LocalCluster(cluster, state_dir=tmp_path / "state", log=lambda *_: None) as state:
@@ -218,3 +223,67 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
     model = train(ops, links, log=lambda *_: None)
     plan = single_device_plan(graph, [d.name for d in cluster.devices], 0)
     assert plan_latency(model, graph, plan, [device_kind(d) for d in cluster.devices], [0, 0]).seconds > 0
+
+
+def test_roofline_line_recovers_a_linear_latency(rows):
+    """Latency exactly linear in calls, FLOPs and bytes moved: the non-negative fit finds its
+    coefficients, and the weight-byte term it does not have stays near zero."""
+    from mnova_tvm.costmodel import fit_roofline
+
+    kind_rows = [r for r in rows if r["device_kind"] == "host@1cpu"]
+    x = np.array([[r[f] for f in FEATURES] for r in kind_rows])
+    coefficients = fit_roofline(x, np.array([r["latency_s"] for r in kind_rows]))
+    np.testing.assert_allclose(coefficients[:3], [2e-5, 1 / 2e9, 1 / 4e9], rtol=1e-3)
+    assert coefficients[3] < 1e-3 / 4e9
+
+
+def _dataset(rows, path):
+    with open(path, "w") as f:
+        for i, r in enumerate(rows):
+            f.write(json.dumps({"row": "op", "date": "2026-12-02", "op": "relax.nn.conv2d", "dim": "none", "units": 1,
+                                "total_units": 1, "repeats": 3, **r}) + "\n")
+
+
+def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys):
+    from mnova_tvm.cli import main
+
+    _dataset(rows, tmp_path / "d.jsonl")
+    out = tmp_path / "costmodel.md"
+    assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--splits", "2", "--out", str(out)]) == 0
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
+             if line.startswith("| host@")]
+    assert sorted({r[0] for r in table}) == sorted(SPEED) and len(table) == 2 * len(SPEED)
+    for cells in table:  # a latency linear in the roofline terms: the line alone is exact, the trees keep it so
+        assert float(cells[6]) >= 95 and float(cells[7]) > 0.95, cells
+    (tmp_path / "empty.jsonl").write_text("")
+    assert main(["bench", "costmodel", "--dataset", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "x.md")]) == 2
+    assert "no operator rows" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+
+
+def test_bench_costmodel_measures_plans_and_the_noise_floor_on_a_cluster(tmp_path):
+    import onnx
+
+    from mnova_tvm.cli import main
+
+    cluster = plain_local2(tmp_path, "bc")
+    onnx.save(edge_cnn(), tmp_path / "edge.onnx")
+    dataset = tmp_path / "d.jsonl"
+    with testbed.LocalCluster(cluster, state_dir=tmp_path / "state", log=lambda *_: None) as state:
+        profile_cluster(cluster, state, [("edge", frontend.load_model(str(tmp_path / "edge.onnx")))], dataset, tmp_path,
+                        quick=True, log=lambda *_: None)
+    out = tmp_path / "costmodel.md"
+    assert main(["bench", "costmodel", str(tmp_path / "edge.onnx"), "--dataset", str(dataset), "--cluster",
+                 str(tmp_path / "c.json"), "--plans", "single,height", "--splits", "1", "--remeasure", "12",
+                 "--repeat", "2", "--out", str(out)]) == 0
+    text = out.read_text()
+    plans = [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| edge |")]
+    assert [p[1].split(":")[0] for p in plans] == ["single", "height"]
+    for cells in plans:
+        predicted, measured, error = float(cells[3]), float(cells[4]), float(cells[5])
+        assert cells[6] == "ok" and predicted > 0 and measured > 0
+        assert error == pytest.approx(100 * (predicted / measured - 1), abs=0.2)
+    assert int(plans[1][2]) > 1  # the height plan crosses the network
+    noise = [line for line in text.splitlines() if line.startswith("| host@") and "| edge |" in line]
+    assert {line.split("|")[1].strip() for line in noise} == {device_kind(d) for d in cluster.devices}
+    assert all(int(line.split("|")[3]) == 12 for line in noise)
+    assert (tmp_path / "d.json").exists()  # the cost model fitted for the plans, beside the dataset
