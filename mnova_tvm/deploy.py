@@ -23,7 +23,11 @@ from .partition import Plan, device_memory
 from .runtime import Event, RemoteRunner, compile_plan, execute
 from .targets import Cluster
 
-RTOL, ATOL = 1e-5, 1e-6
+# Outputs equal up to float32 rounding: |out - ref| <= RTOL |ref| + ATOL + SCALED_ATOL max |ref|. The
+# device build folds batch norm into the convolutions and fuses multiply-adds, TVM's default build
+# does neither: they round apart by ~5e-7 of the output's largest magnitude (resnet18, mobilenet_v2),
+# which an element-wise tolerance alone fails on the elements near zero.
+RTOL, ATOL, SCALED_ATOL = 1e-5, 1e-6, 1e-5
 
 
 @dataclass
@@ -62,7 +66,8 @@ class RunReport:
         return {
             "model": self.model, "cluster": self.cluster, "emulated": self.emulated,
             "median_ms": self.median_ms, "latencies_ms": self.latencies_ms,
-            "output_check": {"matches": self.matches, "max_abs_diff": self.max_abs_diff, "rtol": RTOL, "atol": ATOL},
+            "output_check": {"matches": self.matches, "max_abs_diff": self.max_abs_diff, "rtol": RTOL, "atol": ATOL,
+                             "atol_of_max": SCALED_ATOL},
             "reference_single_device_ms": self.reference_ms,
             "devices": [vars(d) for d in self.devices],
             "timeline": [vars(e) for e in self.events],
@@ -83,8 +88,12 @@ def reference_outputs(mod: tvm.IRModule, inputs: list[np.ndarray], repeat: int =
 
 
 def compare(outputs: list[np.ndarray], reference: list[np.ndarray]) -> tuple[bool, float]:
+    """(equal up to float32 rounding, max |difference|); outputs of another shape are not equal."""
+    if len(outputs) != len(reference) or any(a.shape != b.shape for a, b in zip(outputs, reference)):
+        return False, float("inf")
     diff = max(float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0 for a, b in zip(outputs, reference))
-    ok = all(a.shape == b.shape and np.allclose(a, b, rtol=RTOL, atol=ATOL) for a, b in zip(outputs, reference))
+    ok = all(np.allclose(a, b, rtol=RTOL, atol=ATOL + SCALED_ATOL * float(np.abs(b).max(initial=0)))
+             for a, b in zip(outputs, reference))
     return ok, diff
 
 

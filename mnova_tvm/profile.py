@@ -41,6 +41,16 @@ def device_kind(device: Device) -> str:
     return device.board.name if device.cpu_quota is None else f"{device.board.name}@{device.cpu_quota:g}cpu"
 
 
+# How slices are timed: (repeats, minimum ms per repeat); a row's "repeats" column tells which.
+FULL_TIMING = (3, 20)
+QUICK_TIMING = (2, 0)
+
+
+def timing_of(row) -> tuple[int, int]:
+    """The timing protocol a dataset row was measured with, to time it again the same way."""
+    return QUICK_TIMING if int(row["repeats"]) == QUICK_TIMING[0] else FULL_TIMING
+
+
 @dataclasses.dataclass(frozen=True)
 class Job:
     node: str
@@ -131,7 +141,7 @@ def _median_seconds(vm, dev, fname: str, args, repeat: int, min_repeat_ms: int) 
 
 
 def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModule, graph: OpGraph, model: str,
-                   dataset: Path, workdir: Path, repeat: int = 3, min_repeat_ms: int = 20,
+                   dataset: Path, workdir: Path, repeat: int = FULL_TIMING[0], min_repeat_ms: int = FULL_TIMING[1],
                    deadline: float | None = None, jobs: Sequence[Job] | None = None, log=print) -> int:
     """Time every not yet profiled job of `model` (or of `jobs`) on `device`; returns rows written."""
     from .compile import build_for_board, relax_pipeline
@@ -278,7 +288,7 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
         graph = from_relax(mod, name)
         for kind, device in kinds.items():
             written += profile_device(state, device, mod, graph, name, dataset, workdir,
-                                      repeat=2 if quick else 3, min_repeat_ms=0 if quick else 20,
+                                      *(QUICK_TIMING if quick else FULL_TIMING),
                                       deadline=deadline, log=log)
     return written
 

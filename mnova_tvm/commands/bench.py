@@ -232,7 +232,7 @@ quota and memory limit = budget + the RPC server's runtime allowance). Budgets a
 model's single-device need. Predicted: the XGBoost cost model's plan-level estimate (quick profile of the model and
 whole-model calibration per device kind, both under the cluster's own memory limits);
 measured: median of {args.repeat} runs after a warm-up, through the coordinator over TVM RPC; output checked against
-single-device TVM (rtol 1e-5). Measured memory: each device's server peak (cgroup) over its memory before the plan was
+single-device TVM (rtol 1e-5, atol 1e-5 of the largest output). Measured memory: each device's server peak (cgroup) over its memory before the plan was
 loaded (code, weights uploaded tensor by tensor, activations, RPC buffers). "vs best single": latency reduction against the fastest single device whose budget holds
 the model (none when every budget is below the model's need). "GenEFlow faster by": GenEFlow's measured latency
 against that plan's. GenEFlow: {args.generations} generations, population 48; random search gets as many evaluations.
@@ -482,27 +482,27 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> list[list]:
     return table
 
 
-def _remeasured_rows(cluster, state, rows, workdir: Path, count: int) -> list[list]:
-    """Time `count` profiled slices of each device kind again: how often a second measurement
-    agrees with the dataset's is the ceiling of any model's share within ±10 %."""
+def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: int) -> list[list]:
+    """Time `count` profiled slices of each device kind again, of the first profiled model among
+    `modules` (name -> prepared module): how often a second measurement agrees with the dataset's
+    is the ceiling of any model's share within ±10 %."""
     import numpy as np
 
     from ..costmodel import _metrics
-    from ..profile import Job, device_kind, profile_device, read_dataset
-    from ..runtime import prepare
+    from ..profile import Job, device_kind, profile_device, read_dataset, timing_of
 
     table = []
     for device in {device_kind(d): d for d in reversed(cluster.devices)}.values():
         kind = device_kind(device)
-        kind_rows = [r for r in rows if r["device_kind"] == kind]
-        if not kind_rows:
+        model = next((r["model"] for r in rows if r["device_kind"] == kind and r["model"] in modules), None)
+        if model is None:
             continue
-        model = kind_rows[0]["model"]  # the first profiled
-        sample = [r for r in kind_rows if r["model"] == model]
+        sample = [r for r in rows if r["device_kind"] == kind and r["model"] == model]
         sample = [sample[i] for i in np.random.default_rng(0).permutation(len(sample))[:count]]
-        mod = prepare(load_model(model))
+        mod = modules[model]
         again = workdir / f"again-{kind.replace('@', '-')}.jsonl"
-        profile_device(state, device, mod, from_relax(mod, model), model, again, workdir,
+        repeat, min_repeat_ms = timing_of(sample[0])
+        profile_device(state, device, mod, from_relax(mod, model), model, again, workdir, repeat, min_repeat_ms,
                        jobs=[Job(r["node"], r["dim"], int(r["units"]), int(r["total_units"])) for r in sample],
                        log=lambda *_: None)
         first = {(r["node"], r["dim"], int(r["units"])): float(r["latency_s"]) for r in sample}
@@ -528,7 +528,9 @@ def run_costmodel(args) -> int:
     from ..geneflow import GAConfig
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
-    from ..profile import cost_model_for, read_dataset
+    from collections import Counter
+
+    from ..profile import cost_model_for, device_kind, jobs_for, read_dataset
     from ..runtime import prepare
     from ..targets import load_cluster
 
@@ -541,6 +543,7 @@ def run_costmodel(args) -> int:
     operator_table = _operator_rows(rows, args.splits, args.test_fraction)
     noise_table, plan_table, errors, calibrated_on = [], [], [], None
     cluster = load_cluster(args.cluster) if args.cluster else None
+    kinds = {device_kind(d) for d in cluster.devices} if cluster else set()
     strategies = [s for s in args.plans.split(",") if s]
 
     def write() -> str:
@@ -559,7 +562,7 @@ left out of training; the table gives the mean over the splits. The roofline lin
             text += """
 ## Noise floor: the same slices timed again
 
-The profiled slices of one model timed a second time on the same device, as `mnova profile` times them, and compared
+The profiled slices of one model timed a second time on the same device, as `mnova profile` timed them, and compared
 with the dataset: no predictor can agree with the dataset more often than a second measurement does.
 
 """ + markdown_table(["device kind", "model", "slices", "MAPE %", "within ±10 % (%)", "Spearman"], noise_table)
@@ -572,8 +575,11 @@ calibrated by one whole-model run of {calibrated_on}), then compiled, deployed a
 {args.repeat} runs after a warm-up, output checked against single-device TVM. Error: predicted / measured - 1.
 Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; median |error|
 {100 * statistics.median(abs(e) for e in errors) if errors else float("nan"):.1f} %.
+Profiled: the share of the model's own operator slices in the dataset (for the cluster's device kinds); at 0 %
+every prediction is of shapes the cost model never saw.
 
-""" + markdown_table(["model", "plan", "segments", "predicted ms", "measured ms", "error %", "output"], plan_table)
+""" + markdown_table(["model", "profiled %", "plan", "segments", "predicted ms", "measured ms", "error %", "output"],
+                     plan_table)
         with atomic_path(args.out) as tmp:  # rewritten after every model: partial results survive
             tmp.write_text(text)
         return text
@@ -584,14 +590,16 @@ Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; media
         loaded = [(model_name(m), prepare(load_model(m))) for m in models]
         with tempfile.TemporaryDirectory(prefix="mnova-bench-") as workdir, testbed.LocalCluster(cluster) as state:
             workdir = Path(workdir)
-            noise_table = _remeasured_rows(cluster, state, rows, workdir, args.remeasure)
+            noise_table = _remeasured_rows(cluster, state, rows, dict(loaded), workdir, args.remeasure)
             calibrated_on = loaded[0][0]
             cost_model = cost_model_for(cluster, state, loaded[:1], dataset.with_suffix(".json"), workdir)
+            profiled = Counter(r["model"] for r in read_dataset(dataset)[0] if r["device_kind"] in kinds)
             latencies = coordinator_latencies(cluster, state)
             for i, (name, mod) in enumerate(loaded, 1):
                 graph = from_relax(mod, name)
                 evaluator = PlanEvaluator(graph, cluster, btsearch(graph, 10.0).order, cost_model, latencies)
                 inputs = random_inputs(mod)
+                share = f"{100 * profiled[name] / (len(jobs_for(graph)) * len(kinds)):.0f}"
                 for strategy in strategies:
                     planned = plan_with(strategy, evaluator, GAConfig(generations=args.generations))
                     try:
@@ -599,16 +607,18 @@ Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; media
                                        workdir / f"{name}-{strategy.replace(':', '-')}", name, args.repeat,
                                        log=lambda *_: None)
                     except MnovaError as err:  # one plan's failure is a row of the results
-                        plan_table.append([name, planned.name, len(segments(graph, planned.plan)),
-                                           f"{1e3 * planned.score.latency_s:.1f}", f"failed: {err}", "-", "-"])
+                        plan_table.append([name, share, planned.name,
+                                           len(segments(graph, planned.plan)), f"{1e3 * planned.score.latency_s:.2f}",
+                                           f"failed: {err}", "-", "-"])
                         continue
                     error = 1e3 * planned.score.latency_s / run.median_ms - 1
                     errors.append(error)
-                    plan_table.append([name, planned.name, len(segments(graph, planned.plan)),
-                                       f"{1e3 * planned.score.latency_s:.1f}", f"{run.median_ms:.1f}",
+                    plan_table.append([name, share, planned.name,
+                                       len(segments(graph, planned.plan)),
+                                       f"{1e3 * planned.score.latency_s:.2f}", f"{run.median_ms:.2f}",
                                        f"{100 * error:+.1f}", "ok" if run.matches else "WRONG"])
-                    print(f"[{i}/{len(loaded)}] {name} {planned.name}: predicted {plan_table[-1][3]} ms, "
-                          f"measured {plan_table[-1][4]} ms", file=sys.stderr, flush=True)
+                    print(f"[{i}/{len(loaded)}] {name} {planned.name}: predicted {plan_table[-1][4]} ms, "
+                          f"measured {plan_table[-1][5]} ms", file=sys.stderr, flush=True)
                 text = write()
     print(text)
     return 0
