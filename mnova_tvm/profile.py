@@ -314,7 +314,11 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     need_links = not {d.name for d in cluster.devices} <= {r["device"] for r in links}
     profile_cluster(cluster, state, models, dataset, workdir, links=need_links, quick=True, log=log)
     rows, links = read_dataset(dataset)
-    model = CostModel.load(path) if path.exists() else None
+    try:
+        model = CostModel.load(path) if path.exists() else None
+    except MnovaError as err:  # a cached model of another version: the dataset is still good
+        log(f"{err}: refitting")
+        model = None
     if model is None or model.metadata.get("rows") != len(rows):  # refit unless fitted on exactly these rows
         model = train(rows, links, log=log)
     name, mod = models[0]
