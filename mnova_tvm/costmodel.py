@@ -222,7 +222,8 @@ class CostModel:
 # --- evaluation ---
 
 
-def _metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
+def accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
+    """MAPE, share within ±10% and Spearman rank correlation of `pred` against `truth`."""
     from scipy.stats import spearmanr
 
     error = np.abs(pred - truth) / truth
@@ -236,8 +237,11 @@ def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
     x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
     truth = np.array([float(r["latency_s"]) for r in rows])
     kinds = [r["device_kind"] for r in rows]
-    line = np.exp2([_log_baseline(x[i:i + 1], model.roofline[k])[0] for i, k in enumerate(kinds)])
-    return {**_metrics(model.predict(x, kinds), truth), "roofline": _metrics(line, truth)}
+    line = np.empty(len(rows))
+    for kind in set(kinds):
+        mask = np.array(kinds) == kind
+        line[mask] = np.exp2(_log_baseline(x[mask], model.roofline[kind]))
+    return {**accuracy(model.predict(x, kinds), truth), "roofline": accuracy(line, truth)}
 
 
 def shape_key(row: Mapping) -> tuple:

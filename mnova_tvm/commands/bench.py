@@ -488,7 +488,7 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
     is the ceiling of any model's share within ±10 %."""
     import numpy as np
 
-    from ..costmodel import _metrics
+    from ..costmodel import accuracy
     from ..profile import Job, device_kind, profile_device, read_dataset, timing_of
 
     table = []
@@ -508,7 +508,7 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
         first = {(r["node"], r["dim"], int(r["units"])): float(r["latency_s"]) for r in sample}
         second = [(first[(r["node"], r["dim"], int(r["units"]))], float(r["latency_s"])) for r in read_dataset(again)[0]]
         truth, fresh = np.array(second).T
-        m = _metrics(fresh, truth)
+        m = accuracy(fresh, truth)
         table.append([kind, model, m["rows"], f"{m['mape_percent']:.1f}", f"{100 * m['within_10_percent']:.1f}",
                       f"{m['spearman']:.3f}"])
         print(f"{kind}: a second measurement within ±10 % of the first in {table[-1][4]} %", file=sys.stderr, flush=True)
@@ -520,6 +520,7 @@ def run_costmodel(args) -> int:
     per plan against the same plan measured on the cluster."""
     import statistics
     import tempfile
+    from collections import Counter
 
     from .. import cluster as testbed
     from ..deploy import coordinator_latencies, run_plan
@@ -528,9 +529,7 @@ def run_costmodel(args) -> int:
     from ..geneflow import GAConfig
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
-    from collections import Counter
-
-    from ..profile import cost_model_for, device_kind, jobs_for, read_dataset
+    from ..profile import FULL_TIMING, cost_model_for, device_kind, jobs_for, read_dataset
     from ..runtime import prepare
     from ..targets import load_cluster
 
@@ -549,7 +548,7 @@ def run_costmodel(args) -> int:
     def write() -> str:
         text = results_header("Cost model: predicted against measured latency") + f"""
 Dataset `{dataset}`: {len(rows)} operator slices (every operator of the profiled models whole and sliced at 25/50/75 %
-of its rows or channels, timed over TVM RPC: median of 3 repeats of at least 20 ms). Held out: {args.splits} seeded
+of its rows or channels, timed over TVM RPC: median of {FULL_TIMING[0]} repeats of at least {FULL_TIMING[1]} ms). Held out: {args.splits} seeded
 splits in which {100 * args.test_fraction:.0f} % of the operator shapes (an operator of a model, all its slices) are
 left out of training; the table gives the mean over the splits. The roofline line alone is the model's own baseline
 (seconds per call, per FLOP, per byte moved, per weight byte) without the trees.
@@ -602,21 +601,19 @@ every prediction is of shapes the cost model never saw.
                 share = f"{100 * profiled[name] / (len(jobs_for(graph)) * len(kinds)):.0f}"
                 for strategy in strategies:
                     planned = plan_with(strategy, evaluator, GAConfig(generations=args.generations))
+                    head = [name, share, planned.name, len(segments(graph, planned.plan)),
+                            f"{1e3 * planned.score.latency_s:.2f}"]
                     try:
                         run = run_plan(mod, graph, planned.plan, cluster, state, inputs,
                                        workdir / f"{name}-{strategy.replace(':', '-')}", name, args.repeat,
                                        log=lambda *_: None)
                     except MnovaError as err:  # one plan's failure is a row of the results
-                        plan_table.append([name, share, planned.name,
-                                           len(segments(graph, planned.plan)), f"{1e3 * planned.score.latency_s:.2f}",
-                                           f"failed: {err}", "-", "-"])
+                        plan_table.append(head + [f"failed: {err}", "-", "-"])
                         continue
                     error = 1e3 * planned.score.latency_s / run.median_ms - 1
                     errors.append(error)
-                    plan_table.append([name, share, planned.name,
-                                       len(segments(graph, planned.plan)),
-                                       f"{1e3 * planned.score.latency_s:.2f}", f"{run.median_ms:.2f}",
-                                       f"{100 * error:+.1f}", "ok" if run.matches else "WRONG"])
+                    plan_table.append(head + [f"{run.median_ms:.2f}", f"{100 * error:+.1f}",
+                                              "ok" if run.matches else "WRONG"])
                     print(f"[{i}/{len(loaded)}] {name} {planned.name}: predicted {plan_table[-1][4]} ms, "
                           f"measured {plan_table[-1][5]} ms", file=sys.stderr, flush=True)
                 text = write()
