@@ -281,7 +281,7 @@ def _write_state(state: ClusterState, path: Path) -> None:
 
 
 def _start_server(cluster, index, device, state, logs, emulated) -> DeviceState:
-    server = [sys.executable, "-m", "tvm.exec.rpc_server", "--key", device.key, "--silent"]
+    server = [sys.executable, "-m", "tvm.exec.rpc_server", "--key", device.key]
     if not emulated:
         port = free_port()
         proc = _spawn(server + ["--tracker", f"127.0.0.1:{state.tracker_port}", "--host", "127.0.0.1",

@@ -11,13 +11,15 @@ and the memory check alike:
   channel-local ones (depthwise conv, pooling, batch norm, element-wise); a `none` segment is a
   run of operators on one device.
 - regions: the rows or channels of every input and output each device reads and writes;
-- per-device memory (weights of its slices + the largest activation footprint of its segments)
-  and traffic (bytes to and from the coordinator per segment).
+- per-device memory (what the runtime holds at its peak: code, weight slices, one arena, the
+  output blocks, kernel workspace, one call's inputs and the RPC buffers of a transfer) and
+  traffic (bytes to and from the coordinator per segment).
 The graph must have its weight-only operators folded into constants (transform FoldConstant).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -382,50 +384,111 @@ def sliced_weight_bytes(graph: OpGraph, node: Node, dim: str, lo: int, hi: int) 
     return total
 
 
-def segment_peak_bytes(graph: OpGraph, seg: Segment, device: int) -> int:
-    """Liveness peak of one device's function for `seg`: its input regions for the whole call,
-    each intermediate from its operator until its last reader in the segment, and the outputs it
-    returns until the end (views take no storage)."""
-    held = sum(region_bytes(graph, t, r) for t, r in seg.input_regions[device].items())
-    last_use = {}
+# What a device holds besides its weights and activations, measured on the emulated testbed
+# (cgroup peak over the idle server with its RPC session open):
+# - its library's code (the .so in the page cache and mapped: host libraries measured 158 KiB
+#   for 5 convolutions and 13 other operators up to 1.7 MiB for 57 and 140; the per-operator
+#   bound below covers them all), about 1 MiB more once the library is loaded (its module, the
+#   VM and the session's bookkeeping: 1.0-1.2 MiB measured beyond the .so; 1.25 MiB allowed), and
+#   per segment its function's slicing and padding kernels and the heap its transfers leave
+#   fragmented (a device running 57 segments of squeezenet held 1.4 MiB more than 1 segment);
+# - TVM RPC's buffers while a tensor crosses the link: an upload of n bytes peaks at ~2.3 n with
+#   the tensor (the message is received whole, then copied), a download at up to ~2 n above the
+#   tensor it reads (2.05 n measured at 1 MiB; 2.5 n allowed).
+LOADED_LIBRARY_BYTES = 5 * 2**18
+CODE_BYTES_PER_CONV = 32 * 2**10
+CODE_BYTES_PER_OPERATOR = 2**10
+CODE_BYTES_PER_SEGMENT = 24 * 2**10
+UPLOAD_EXTRA = 1.5  # in flight beyond the tensor, times its bytes
+DOWNLOAD_EXTRA = 2.5
+
+
+@dataclass(frozen=True)
+class SegmentMemory:
+    """What one device's function for a segment needs, by where the runtime keeps it."""
+
+    weights: int  # its weight slices, uploaded once and held
+    largest_weight: int  # the largest of them (its upload's buffers peak while the library loads)
+    arena: int  # liveness peak of its intermediates: its arena (transform.DeviceArenaPlanMemory)
+    returned: int  # how many tensors it returns, each in a block of its own
+    largest_returned: int  # the largest of them
+    workspace: int  # the largest padded input a kernel copies into its workspace
+    inputs: int  # the input regions it receives, held for the call
+    transfer: int  # the largest single input or output crossing the link
+    code: int  # its share of the library's code (the segment's function and operators)
+
+
+def _padded_bytes(graph: OpGraph, node: Node, region: Region) -> int:
+    """Bytes of the zero-padded copy of its input a conv with padding, or any pooling (ceil mode
+    pads the far border too), builds in the kernel's workspace."""
+    pads = node.attrs.get("padding", (0, 0, 0, 0))
+    if node.op not in WINDOWED or node.op == "relax.nn.conv2d" and not any(pads):
+        return 0
+    top, left, bottom, right = pads
+    if node.op != "relax.nn.conv2d":
+        bottom, right = bottom + node.attrs["strides"][0] - 1, right + node.attrs["strides"][1] - 1
+    data = _activation_inputs(graph, node)[0]
+    shape = region_shape(graph.tensors[data].shape, region)
+    return math.prod(shape[:2]) * (shape[2] + top + bottom) * (shape[3] + left + right) * _itemsize(graph.tensors[data].dtype)
+
+
+def segment_memory(graph: OpGraph, seg: Segment, device: int) -> SegmentMemory:
+    """The memory one device's function for `seg` needs (all zero when the device has no part)."""
+    if not seg.active(device):
+        return SegmentMemory(0, 0, 0, 0, 0, 0, 0, 0, 0)
+    weights = [sliced_weight_bytes(graph, graph.node_by_name[name], seg.dim, *seg.node_regions[device][name][1:])
+               for name in seg.nodes]
+    inputs = {t: region_bytes(graph, t, r) for t, r in seg.input_regions[device].items()}
+    returned = {t: region_bytes(graph, t, r) for t, r in seg.output_regions[device].items()}
+    last_use, workspace = {}, 0
     for i, name in enumerate(seg.nodes):
-        for t in graph.node_by_name[name].inputs:
+        node = graph.node_by_name[name]
+        for t in node.inputs:
             last_use[t] = i
-    returned = set(seg.outputs)
+        if node.op in WINDOWED:
+            data = _activation_inputs(graph, node)[0]
+            region = seg.input_regions[device].get(data) or seg.node_regions[device].get(graph.producer.get(data), (-1, 0, 0))
+            workspace = max(workspace, _padded_bytes(graph, node, region))
     live: dict[str, int] = {}
-    peak = held
+    arena = 0
     for i, name in enumerate(seg.nodes):
         for t in graph.node_by_name[name].outputs:
-            if graph.tensors[t].view_of is None:
-                live[t] = region_bytes(graph, t, seg.node_regions[device][name])
-        peak = max(peak, held + sum(live.values()))
+            computed = region_bytes(graph, t, seg.node_regions[device][name])
+            # a returned tensor computed whole is returned as it is; one cut to its region first is an intermediate
+            if graph.tensors[t].view_of is None and computed > returned.get(t, 0):
+                live[t] = computed
+        arena = max(arena, sum(live.values()))
         for t in [t for t in live if t not in returned and last_use.get(t, -1) <= i]:
             del live[t]
-    return peak
+    code = CODE_BYTES_PER_SEGMENT + sum(CODE_BYTES_PER_CONV if graph.node_by_name[name].op == "relax.nn.conv2d"
+                                        else CODE_BYTES_PER_OPERATOR for name in seg.nodes)
+    return SegmentMemory(sum(weights), max(weights, default=0), arena, len(returned), max(returned.values(), default=0),
+                         workspace, sum(inputs.values()), max([*inputs.values(), *returned.values()], default=0), code)
 
 
-def segment_memory(graph: OpGraph, seg: Segment, device: int) -> tuple[int, int]:
-    """(bytes of the device's weight slices, its liveness peak) for one segment."""
-    if not seg.active(device):
-        return 0, 0
-    weights = 0
-    for name in seg.nodes:
-        _, lo, hi = seg.node_regions[device][name]
-        weights += sliced_weight_bytes(graph, graph.node_by_name[name], seg.dim, lo, hi)
-    return weights, segment_peak_bytes(graph, seg, device)
+def footprints(table: np.ndarray) -> np.ndarray:
+    """Each device's peak memory from its segments' needs, `table[segment, device]` holding the
+    SegmentMemory fields in order, as the runtime holds them: the code and the weights
+    throughout; the VM's pooled allocator keeps one arena and as many output blocks (of the
+    largest output's size) as a segment returns tensors, and the kernels' workspace pool its
+    largest block, once used; the inputs of one call at a time with the RPC buffers of its
+    largest transfer. While the library loads, its weights arrive tensor by tensor, the largest
+    in flight."""
+    weights, largest_weight, arena, returned, largest_returned, workspace, inputs, transfer, code = \
+        np.moveaxis(np.asarray(table), -1, 0)
+    held = weights.sum(axis=0)
+    loading = held + UPLOAD_EXTRA * largest_weight.max(axis=0)
+    running = (held + arena.max(axis=0) + returned.max(axis=0) * largest_returned.max(axis=0) + workspace.max(axis=0)
+               + (inputs + DOWNLOAD_EXTRA * transfer).max(axis=0))
+    code_bytes = code.sum(axis=0)
+    return np.where(code_bytes > 0, LOADED_LIBRARY_BYTES + code_bytes + np.maximum(loading, running), 0).astype(np.int64)
 
 
 def device_memory(graph: OpGraph, plan: Plan, segs: list[Segment] | None = None) -> tuple[int, ...]:
-    """Per device: bytes of its weight slices + the largest liveness peak of its segments."""
+    """Per device: the peak bytes its part of the plan needs (footprints of its segments)."""
     segs = segments(graph, plan) if segs is None else segs
-    n = len(plan.devices)
-    weights, peak = [0] * n, [0] * n
-    for seg in segs:
-        for d in range(n):
-            seg_weights, seg_peak = segment_memory(graph, seg, d)
-            weights[d] += seg_weights
-            peak[d] = max(peak[d], seg_peak)
-    return tuple(w + p for w, p in zip(weights, peak))
+    table = [[dataclasses.astuple(segment_memory(graph, seg, d)) for d in range(len(plan.devices))] for seg in segs]
+    return tuple(int(m) for m in footprints(np.array(table, dtype=np.int64).reshape(len(segs), len(plan.devices), -1)))
 
 
 @dataclass(frozen=True)

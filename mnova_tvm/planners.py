@@ -7,6 +7,7 @@ need latencies (GenEFlow, per-operator greedy, random search) score plans with a
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -15,7 +16,7 @@ import numpy as np
 from .errors import MnovaError
 from .geneflow import DIM_NAMES
 from .graph import OpGraph
-from .partition import (Plan, allowed_dims, partition_op, segment_groups, segment_memory, segments, single_device_plan,
+from .partition import (Plan, allowed_dims, footprints, partition_op, segment_groups, segment_memory, segments, single_device_plan,
                         uniform_plan)
 from .targets import Cluster
 
@@ -108,11 +109,12 @@ class PlanEvaluator:
             compute, wire = segment_seconds(self.model, self.graph, segs, self.devices, self.kinds, self.latency,
                                             self.cache)
             for s, (seg, key) in enumerate(zip(segs, first_seen)):
-                memory = np.array([segment_memory(self.graph, seg, d) for d in range(len(self.devices))])
-                self.segment_cache[key] = ((compute[s] + wire[s]).max(), memory[:, 0], memory[:, 1])
+                memory = np.array([dataclasses.astuple(segment_memory(self.graph, seg, d))
+                                   for d in range(len(self.devices))], dtype=np.int64)
+                self.segment_cache[key] = ((compute[s] + wire[s]).max(), memory)
         cached = [self.segment_cache[key] for key in keys]
         seconds = sum(c[0] for c in cached)
-        memory = np.sum([c[1] for c in cached], axis=0) + np.max([c[2] for c in cached], axis=0)
+        memory = footprints(np.stack([c[1] for c in cached]))
         violation = int(np.clip(memory - self.budgets, 0, None).sum())
         return PlanScore(float(seconds), violation, tuple(int(m) for m in memory))
 

@@ -275,13 +275,14 @@ class RemoteRunner(LocalRunner):
         self._upload_weights(library)
 
     def call(self, function: str, args: list, n_outputs: int) -> list:
-        """A remote tuple cannot be iterated: tuples come back through the VM's stateful API."""
-        args = [*args, *self.weights.get(function, ())]
+        """A remote tuple cannot be iterated here: its fields are read on the device. (The VM's
+        stateful API would keep every multi-output function's inputs and outputs on the device
+        until that function's next call.)"""
+        result = self.vm[function](*args, *self.weights.get(function, ()))
         if n_outputs == 1:
-            return [self.vm[function](*args)]
-        self.vm.set_input(function, *args)
-        self.vm.invoke_stateful(function)
-        return _as_list(self.vm.get_outputs(function))
+            return [result]
+        field = self.session.get_function("ffi.ArrayGetItem")
+        return [field(result, i) for i in range(n_outputs)]
 
 
 def weights_path(library: Path) -> Path:

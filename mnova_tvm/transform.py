@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -159,39 +160,90 @@ def _static_bytes(call) -> int | None:
     return count * tvm.DataType(str(dtype)).bits // 8
 
 
-def _arena_plan_function(func):
+@dataclass(frozen=True)
+class _FunctionPlan:
+    """Where one function's static allocations go: intermediates at offsets in an arena, and,
+    when `returned` is planned, each tensor it returns in a block of its own (TVM RPC reads a
+    returned tensor from the start of its storage: one at an offset came back as the first)."""
+
+    bindings: list
+    arena_offsets: dict
+    arena_bytes: int
+    returned: tuple  # vars of the returned allocations
+    returned_bytes: int  # the largest of them
+
+
+def _plan_function(func, returned: bool) -> _FunctionPlan:
     life, bindings, escaping = _alloc_lifetimes(func)
-    calls = {b.var: b.value for b in bindings if b.var in life}
-    sizes = {}
-    for var, call in calls.items():
-        nbytes = _static_bytes(call)
-        if nbytes is not None and var not in escaping:
-            sizes[var] = nbytes
-    if not sizes:
-        return func
-    offsets, arena_bytes = _place(sizes, life)
-    arena = relax.Var("arena", relax.ObjectType())
-    new_bindings = [relax.VarBinding(arena, relax.op.memory.alloc_storage(
-        relax.ShapeExpr([arena_bytes]), 0, "global", "uint8"))]
+    sizes, outputs = {}, {}
     for binding in bindings:
-        if binding.var in offsets:
+        if binding.var in life:
+            nbytes = _static_bytes(binding.value)
+            if nbytes is not None:
+                (outputs if binding.var in escaping else sizes)[binding.var] = nbytes
+    offsets, arena_bytes = _place(sizes, life)
+    if not returned:
+        outputs = {}
+    return _FunctionPlan(bindings, offsets, arena_bytes, tuple(outputs), max(outputs.values(), default=0))
+
+
+def _apply_plan(func, plan: _FunctionPlan, arena_bytes: int, returned_bytes: int):
+    """`func` with its allocations placed by `plan` in storages of the given sizes (at least the plan's)."""
+    if not plan.arena_offsets and not plan.returned:
+        return func
+
+    def storage(name: str, nbytes: int) -> relax.Var:
+        var = relax.Var(name, relax.ObjectType())
+        new_bindings.append(relax.VarBinding(var, relax.op.memory.alloc_storage(
+            relax.ShapeExpr([nbytes]), 0, "global", "uint8")))
+        return var
+
+    new_bindings: list = []
+    placed = {var: (storage(f"returned{i}", returned_bytes), 0) for i, var in enumerate(plan.returned)}
+    if plan.arena_offsets:
+        arena = storage("arena", arena_bytes)
+        placed.update({var: (arena, offset) for var, offset in plan.arena_offsets.items()})
+    for binding in plan.bindings:
+        if binding.var in placed:
+            block, offset = placed[binding.var]
             call = binding.value
-            tensor = relax.op.memory.alloc_tensor(arena, offsets[binding.var], call.args[0], call.args[1])
-            new_bindings.append(relax.VarBinding(binding.var, tensor))
-        else:
-            new_bindings.append(binding)
+            binding = relax.VarBinding(binding.var, relax.op.memory.alloc_tensor(block, offset, call.args[0], call.args[1]))
+        new_bindings.append(binding)
     body = relax.SeqExpr([relax.BindingBlock(new_bindings)], func.body.body)
     return relax.Function(func.params, body, func.ret_ty, func.is_pure, func.attrs)
+
+
+def _arena_plan(mod, shared: bool) -> tvm.IRModule:
+    plans = {gv: _plan_function(f, returned=shared) for gv, f in mod.functions.items() if isinstance(f, relax.Function)}
+    arena = max((p.arena_bytes for p in plans.values()), default=0)
+    returned = max((p.returned_bytes for p in plans.values()), default=0)
+    functions = {}
+    for gv, f in mod.functions.items():
+        if isinstance(f, tvm.tirx.PrimFunc):
+            f = accept_offsets(f)
+        elif gv in plans:
+            plan = plans[gv]
+            f = _apply_plan(f, plan, arena if shared else plan.arena_bytes, returned)
+        functions[gv] = f
+    return tvm.IRModule(functions, attrs=mod.attrs)
 
 
 @tvm.transform.module_pass(opt_level=0, name="mnova.ArenaPlanMemory")
 def ArenaPlanMemory(mod, _ctx):  # noqa: N802
     """Plan every static intermediate of each Relax function into one arena per function
-    (replaces StaticPlanBlockMemory; a plan's device library has a function per segment)."""
-    functions = {gv: accept_offsets(f) if isinstance(f, tvm.tirx.PrimFunc) else
-                 _arena_plan_function(f) if isinstance(f, relax.Function) else f
-                 for gv, f in mod.functions.items()}
-    return tvm.IRModule(functions, attrs=mod.attrs)
+    (replaces StaticPlanBlockMemory); returned tensors are allocated apart."""
+    return _arena_plan(mod, shared=False)
+
+
+@tvm.transform.module_pass(opt_level=0, name="mnova.DeviceArenaPlanMemory")
+def DeviceArenaPlanMemory(mod, _ctx):  # noqa: N802
+    """ArenaPlanMemory for a device library (a function per segment): every function takes an
+    arena of the same size, the largest, and returns each tensor in a block of one size too, the
+    largest returned. The VM's pooled allocator reuses a freed block only for a request of the
+    same size, so a device then holds one arena and as many output blocks as a function returns
+    tensors, whatever the number of segments; with a block per size it kept them all (a device
+    running 37 segments held 4x its planned memory)."""
+    return _arena_plan(mod, shared=True)
 
 
 def _fast_sigmoid(x):
@@ -332,7 +384,7 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
                       schedule_target=None, database=None, weights: dict | None = None) -> tvm.transform.Pass:
     """A relax pipeline for tvm.compile: optional fusion, then the order, then our memory plan.
 
-    plan_memory "arena" uses ArenaPlanMemory, "tvm" TVM's StaticPlanBlockMemory. `order` may be a
+    plan_memory "arena" uses DeviceArenaPlanMemory, "tvm" TVM's StaticPlanBlockMemory. `order` may be a
     sequence of node names, "btsearch", or None (keep the module's order). With `schedule_target`
     every kernel gets the default CPU schedule for that target (kernels.py), except the kernels a
     MetaSchedule `database` has a record for (tune.py), which get the best record. With a
@@ -345,7 +397,7 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
         passes.append(BTSearchOrder())
     elif order is not None:
         passes.append(ApplyOrder(order))
-    lowering = lowering_passes(ArenaPlanMemory if plan_memory == "arena" else None)
+    lowering = lowering_passes(DeviceArenaPlanMemory if plan_memory == "arena" else None)
     if schedule_target is not None:
         from .kernels import default_schedule_pass, narrow_partitioned_kernels_pass
 

@@ -10,8 +10,9 @@ from hypothesis import strategies as st
 from mnova_tvm import frontend
 from mnova_tvm.errors import MnovaError
 from mnova_tvm.graph import from_relax
-from mnova_tvm.partition import (OpPartition, Plan, _window_input_rows, allowed_dims, device_memory, partition_op,
-                                 quantise, region_bytes, segments, single_device_plan, traffic, uniform_plan)
+from mnova_tvm.partition import (DOWNLOAD_EXTRA, LOADED_LIBRARY_BYTES, OpPartition, Plan, _window_input_rows,
+                                 allowed_dims, device_memory, partition_op, quantise, region_bytes, segment_memory,
+                                 segments, single_device_plan, traffic, uniform_plan)
 from mnova_tvm.runtime import prepare
 from onnx_models import edge_cnn
 
@@ -98,9 +99,31 @@ def test_height_plan_segments_halos_and_traffic(graph):
 
 
 def test_channel_split_divides_weights(graph):
-    single = device_memory(graph, single_device_plan(graph, ["a", "b"], 0))
-    split = device_memory(graph, uniform_plan(graph, ["a", "b"], "channel", [1, 1]))
-    assert max(split) < single[0]
+    def weights(plan):
+        return [sum(segment_memory(graph, seg, d).weights for seg in segments(graph, plan)) for d in range(2)]
+
+    single = weights(single_device_plan(graph, ["a", "b"], 0))
+    split = weights(uniform_plan(graph, ["a", "b"], "channel", [1, 1]))
+    assert single == [graph.weight_bytes, 0]
+    assert max(split) < 0.75 * single[0] and sum(split) >= single[0]
+
+
+def test_device_memory_counts_what_the_runtime_holds(graph):
+    """One device's footprint: code and runtime, weights, the arena, its output, kernel workspace,
+    the input of a call and the RPC buffers of its largest transfer; a pipeline splits it."""
+    single = single_device_plan(graph, ["a", "b"], 0)
+    (seg,) = segments(graph, single)
+    need = segment_memory(graph, seg, 0)
+    assert need.weights == graph.weight_bytes and need.inputs == graph.tensors["input"].nbytes
+    assert need.workspace > 0 and need.arena > 0 and need.returned == 1
+    running = (need.weights + need.arena + need.largest_returned + need.workspace + need.inputs
+               + DOWNLOAD_EXTRA * need.transfer)
+    assert device_memory(graph, single)[0] == int(LOADED_LIBRARY_BYTES + need.code + running)
+    order = graph.import_order
+    half = Plan(("a", "b"), order, {n: partition_op(graph, n, "none", [1, 0] if i < len(order) // 2 else [0, 1])
+                                    for i, n in enumerate(order)})
+    parts = device_memory(graph, half)
+    assert all(0 < m < device_memory(graph, single)[0] for m in parts)
 
 
 def test_plan_json_round_trip_and_bad_plans(graph, tmp_path):

@@ -112,6 +112,33 @@ def test_over_rpc_matches_one_device_and_names_a_dead_device(tmp_path):
     assert not any(testbed._alive(p) for p in [state.tracker_pid, *(d.pid for d in state.devices)])
 
 
+def test_measured_device_memory_stays_within_the_planned_footprint(tmp_path):
+    """What each emulated device really holds (its cgroup's peak over the idle server) is within
+    what the plan counts for it (partition.device_memory): code, weights, one arena, the output
+    blocks, kernel workspace and the RPC buffers, for plans of one segment and of many."""
+    if not testbed.emulation_support()[0]:
+        pytest.skip(f"emulation not available: {testbed.emulation_support()[1]}")
+    name = f"mem{os.getpid() % 10000}"
+    data = {"name": name, "tracker": {"host": "127.0.0.1", "port": 0}, "emulate": True, "devices": [
+        {"name": d, "board": "host", "key": f"{name}-{d}", "memory_budget_bytes": 64 * 2**20,
+         "link": {"bandwidth_mbps": 1000, "latency_ms": 0}} for d in ("a", "b")]}
+    (tmp_path / f"{name}.json").write_text(json.dumps(data))
+    cluster = load_cluster(str(tmp_path / f"{name}.json"))
+    mod = prepare(frontend.load_model("squeezenet1_1", input_size=128))
+    graph = from_relax(mod)
+    x = frontend.random_inputs(mod)
+    plans = {"single": single_device_plan(graph, ["a", "b"], 0), "height": uniform_plan(graph, ["a", "b"], "height", [2, 1]),
+             "mixed": mixed_plan(graph, ["a", "b"], 5)}
+    with testbed.LocalCluster(cluster, state_dir=tmp_path / "state", log=lambda *_: None) as state:
+        for label, plan in plans.items():
+            report = run_plan(mod, graph, plan, cluster, state, x, tmp_path / label, "squeezenet", repeat=3, log=lambda *_: None)
+            assert report.matches, label
+            for device in report.devices:
+                if device.planned_bytes:
+                    used = device.peak_bytes - device.idle_bytes
+                    assert 0 < used <= device.planned_bytes, (label, device.name, used, device.planned_bytes)
+
+
 def test_plan_and_run_commands(tmp_path, capsys):
     cluster = plain_cluster(tmp_path, f"rc{os.getpid() % 10000}", ("a", "b"))
     model = tmp_path / "edge.onnx"

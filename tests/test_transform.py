@@ -1,6 +1,9 @@
 """Relax passes: ApplyOrder / BTSearchOrder keep outputs bit-identical; the arena planner
 allocates the liveness peak where TVM's planner allocates more."""
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pytest
 import tvm
@@ -103,3 +106,41 @@ def test_bad_orders_and_options(branchy):
         BTSearchOrder(time_budget=-1)
     with pytest.raises(MnovaError, match="plan_memory"):
         lowering_pipeline(plan_memory="best")
+
+
+def _storage_sizes(lowered) -> dict:
+    """Function name -> sizes of its relax.memory.alloc_storage calls, in order."""
+    sizes = {}
+    for gv, func in lowered.functions.items():
+        if isinstance(func, relax.Function):
+            found = []
+            relax.analysis.post_order_visit(func, lambda e: found.append(int(e.args[0].values[0]))
+                                            if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.memory.alloc_storage" else None)
+            sizes[gv.name_hint] = found
+    return sizes
+
+
+def test_device_arena_gives_every_segment_one_arena_size_and_one_output_block(branchy):
+    """A device library's functions take storage of two sizes only (the arena, a returned
+    tensor's block), so the VM's pooled allocator, which reuses a block only for a request of the
+    same size, keeps one arena and a block per returned tensor whatever the number of segments."""
+    from mnova_tvm.memory import lower_until_memory_plan
+    from mnova_tvm.partition import segments, uniform_plan
+    from mnova_tvm.runtime import build_device_modules, prepare, run_locally
+    from mnova_tvm.transform import ArenaPlanMemory, DeviceArenaPlanMemory
+
+    mod, x = branchy
+    mod = prepare(mod)
+    graph = from_relax(mod)
+    plan = uniform_plan(graph, ["a", "b"], "height", [2, 1])
+    segs = segments(graph, plan)
+    device_mod = build_device_modules(mod, graph, plan, segs)[0]
+    own = _storage_sizes(lower_until_memory_plan(device_mod, "llvm", ArenaPlanMemory))
+    shared = _storage_sizes(lower_until_memory_plan(device_mod, "llvm", DeviceArenaPlanMemory))
+    own_arenas = {s for sizes in own.values() for s in sizes}  # returned tensors are allocated apart there
+    assert len(shared) >= 5 and len(own_arenas) >= 2
+    assert all(sizes for sizes in shared.values())  # every function returns from a planned block
+    assert len({s for sizes in shared.values() for s in sizes}) == 2  # the largest arena, the returned blocks
+    assert max(own_arenas) in {s for sizes in shared.values() for s in sizes}
+    result = run_locally(mod, plan, x, Path(tempfile.mkdtemp()))
+    np.testing.assert_allclose(result.outputs[0], frontend.run(mod, x)[0], rtol=1e-5, atol=1e-6)
