@@ -43,7 +43,9 @@ def device_kind(device: Device) -> str:
 
 # How slices are timed: (repeats, minimum ms per repeat); a row's "repeats" column tells which.
 FULL_TIMING = (3, 20)
-QUICK_TIMING = (2, 0)
+# Quick: two repeats of at least 2 ms, so a small kernel is timed warm over many calls (single
+# cold calls of microsecond kernels read ~2x their in-model time), still seconds per model.
+QUICK_TIMING = (2, 2)
 
 
 def timing_of(row) -> tuple[int, int]:
@@ -268,7 +270,7 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
                     quick: bool = False, log=print) -> int:
     """Profile each device kind of `cluster` once (on its first device) on `models`, then every link.
 
-    `quick` times each slice twice without a minimum duration (about 10x faster, noisier)."""
+    `quick` times each slice in two repeats of at least 2 ms (several times faster, noisier)."""
     from .graph import from_relax
     from .runtime import prepare
 
