@@ -13,6 +13,9 @@ from typing import Sequence
 from .errors import MnovaError
 from .graph import OpGraph
 
+# Offsets in an arena (transform.ArenaPlanMemory) are multiples of this many bytes.
+ARENA_ALIGNMENT = 64
+
 
 def _storage_lifetimes(graph: OpGraph, position: dict[str, int]) -> dict[str, int]:
     """Base tensor -> position of the last node that reads it or any view of it.
@@ -131,3 +134,22 @@ def planned_storage_bytes(lowered_mod) -> int:
 def tvm_planned_bytes(mod, target="llvm", memory_planner=None) -> int:
     """Storage TVM plans for `mod`'s current binding order (StaticPlanBlockMemory unless replaced)."""
     return planned_storage_bytes(lower_until_memory_plan(mod, target, memory_planner))
+
+
+def place_in_arena(sizes: dict, life: dict) -> tuple[dict, int]:
+    """(offset of each tensor, arena bytes): greedy by size, each tensor at the lowest aligned
+    offset free during its whole lifetime (`life[t]` = first and last step, both inclusive)."""
+    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
+    offsets = {}
+    for var in sorted(sizes, key=lambda v: (-sizes[v], life[v][0])):
+        first, last = life[var]
+        size = sizes[var]
+        clashes = sorted((o, e) for o, e, f, l in placed if f <= last and first <= l)
+        offset = 0
+        for o, e in clashes:
+            if offset + size <= o:
+                break
+            offset = max(offset, -(-e // ARENA_ALIGNMENT) * ARENA_ALIGNMENT)
+        offsets[var] = offset
+        placed.append((offset, offset + size, first, last))
+    return offsets, max((e for _, e, _, _ in placed), default=0)

@@ -23,6 +23,7 @@ import dataclasses
 import functools
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Mapping, Sequence
@@ -31,6 +32,7 @@ import numpy as np
 
 from .errors import MnovaError
 from .graph import Node, OpGraph
+from .memory import place_in_arena
 
 DIMS = ("none", "height", "channel")
 AXIS = {"height": 2, "channel": 1}
@@ -400,6 +402,10 @@ CODE_BYTES_PER_CONV = 32 * 2**10
 CODE_BYTES_PER_OPERATOR = 2**10
 CODE_BYTES_PER_SEGMENT = 24 * 2**10
 UPLOAD_EXTRA = 1.5  # in flight beyond the tensor, times its bytes
+# The pool settles at two sets of a segment's output blocks: a call's outputs are still held on the
+# device when a later call allocates its own (measured on a segment returning two 0.74 MiB tensors:
+# +1.5 MiB between the first run and the tenth, then flat).
+RETURNED_SETS = 2
 DOWNLOAD_EXTRA = 2.5
 
 
@@ -409,7 +415,7 @@ class SegmentMemory:
 
     weights: int  # its weight slices, uploaded once and held
     largest_weight: int  # the largest of them (its upload's buffers peak while the library loads)
-    arena: int  # liveness peak of its intermediates: its arena (transform.DeviceArenaPlanMemory)
+    arena: int  # liveness peak of its stored intermediates: its arena (transform.DeviceArenaPlanMemory)
     returned: int  # how many tensors it returns, each in a block of its own
     largest_returned: int  # the largest of them
     workspace: int  # the largest padded input a kernel copies into its workspace
@@ -432,6 +438,47 @@ def _padded_bytes(graph: OpGraph, node: Node, region: Region) -> int:
     return math.prod(shape[:2]) * (shape[2] + top + bottom) * (shape[3] + left + right) * _itemsize(graph.tensors[data].dtype)
 
 
+# Operators whose output an element-wise successor computes in the same kernel (TVM's FuseOps).
+# Element-wise kernels the importer emitted as call_tir (a Clip as maximum and minimum) count.
+_ELEMENTWISE_KERNELS = re.compile(r"call_tir:(maximum|minimum|add|multiply|subtract|divide|relu|clip|sigmoid|tanh|exp)\d*")
+
+
+def _elementwise(op: str) -> bool:
+    return op in POINTWISE_UNARY or op in BINARY or op == "relax.nn.batch_norm" or bool(_ELEMENTWISE_KERNELS.fullmatch(op))
+
+
+def _fuses_into_successor(graph: OpGraph, node: Node) -> bool:
+    """A batch norm only when it folds into the convolution before it (FoldBatchnormToConv2D):
+    decomposed on its own, its tuple keeps its output apart from the next kernel."""
+    if node.op == "relax.nn.batch_norm":
+        data = _activation_inputs(graph, node)[0]
+        producer = graph.producer.get(data)
+        return producer is not None and graph.node_by_name[producer].op == "relax.nn.conv2d" \
+            and graph.consumers[data] == (node.name,)
+    return node.op in WINDOWED or node.op == "relax.matmul" or _elementwise(node.op)
+
+
+def _fused_away(graph: OpGraph, seg: Segment) -> set[str]:
+    """Tensors of the segment that fusion keeps inside a kernel (never stored): the output of a
+    conv, pooling, matmul or element-wise operator whose one reader is the element-wise operator
+    that follows it in the kernel (conv -> bias add -> ReLU is one kernel storing one tensor).
+    Of an element-wise operator's inputs only one is fused, the smallest (a residual add keeps
+    the other branch)."""
+    inside = set(seg.nodes)
+    fused = set()
+    for name in seg.nodes:
+        node = graph.node_by_name[name]
+        if not _elementwise(node.op):
+            continue
+        candidates = [t for t in dict.fromkeys(_activation_inputs(graph, node))
+                      if graph.producer.get(t) in inside and graph.consumers[t] == (name,) and t not in seg.outputs
+                      and graph.tensors[t].view_of is None
+                      and _fuses_into_successor(graph, graph.node_by_name[graph.producer[t]])]
+        if candidates:
+            fused.add(min(candidates, key=lambda t: graph.tensors[t].nbytes))
+    return fused
+
+
 def segment_memory(graph: OpGraph, seg: Segment, device: int) -> SegmentMemory:
     """The memory one device's function for `seg` needs (all zero when the device has no part)."""
     if not seg.active(device):
@@ -440,26 +487,33 @@ def segment_memory(graph: OpGraph, seg: Segment, device: int) -> SegmentMemory:
                for name in seg.nodes]
     inputs = {t: region_bytes(graph, t, r) for t, r in seg.input_regions[device].items()}
     returned = {t: region_bytes(graph, t, r) for t, r in seg.output_regions[device].items()}
+    fused = _fused_away(graph, seg)
+    # A fused kernel runs at its last operator, reading its first operators' inputs there.
+    position = {name: i for i, name in enumerate(seg.nodes)}
+    kernel_end = {}
+    for name in reversed(seg.nodes):
+        inner = [t for t in graph.node_by_name[name].outputs if t in fused]
+        kernel_end[name] = kernel_end[graph.consumers[inner[0]][0]] if inner else position[name]
     last_use, workspace = {}, 0
-    for i, name in enumerate(seg.nodes):
+    for name in seg.nodes:
         node = graph.node_by_name[name]
-        for t in node.inputs:
-            last_use[t] = i
+        for t in {*node.inputs, *(graph.base_of(t) for t in node.inputs)}:  # a view keeps its base
+            last_use[t] = max(last_use.get(t, -1), kernel_end[name])
         if node.op in WINDOWED:
             data = _activation_inputs(graph, node)[0]
             region = seg.input_regions[device].get(data) or seg.node_regions[device].get(graph.producer.get(data), (-1, 0, 0))
             workspace = max(workspace, _padded_bytes(graph, node, region))
-    live: dict[str, int] = {}
-    arena = 0
+    # The stored intermediates, placed as DeviceArenaPlanMemory places them (from their kernel to
+    # their last reader; one cut from a returned tensor lives to the end).
+    sizes, life = {}, {}
     for i, name in enumerate(seg.nodes):
         for t in graph.node_by_name[name].outputs:
             computed = region_bytes(graph, t, seg.node_regions[device][name])
             # a returned tensor computed whole is returned as it is; one cut to its region first is an intermediate
-            if graph.tensors[t].view_of is None and computed > returned.get(t, 0):
-                live[t] = computed
-        arena = max(arena, sum(live.values()))
-        for t in [t for t in live if t not in returned and last_use.get(t, -1) <= i]:
-            del live[t]
+            if computed and graph.tensors[t].view_of is None and t not in fused and computed > returned.get(t, 0):
+                sizes[t] = computed
+                life[t] = (i, len(seg.nodes) if t in returned else max(last_use.get(t, i), i))
+    arena = place_in_arena(sizes, life)[1]
     code = CODE_BYTES_PER_SEGMENT + sum(CODE_BYTES_PER_CONV if graph.node_by_name[name].op == "relax.nn.conv2d"
                                         else CODE_BYTES_PER_OPERATOR for name in seg.nodes)
     return SegmentMemory(sum(weights), max(weights, default=0), arena, len(returned), max(returned.values(), default=0),
@@ -469,16 +523,17 @@ def segment_memory(graph: OpGraph, seg: Segment, device: int) -> SegmentMemory:
 def footprints(table: np.ndarray) -> np.ndarray:
     """Each device's peak memory from its segments' needs, `table[segment, device]` holding the
     SegmentMemory fields in order, as the runtime holds them: the code and the weights
-    throughout; the VM's pooled allocator keeps one arena and as many output blocks (of the
-    largest output's size) as a segment returns tensors, and the kernels' workspace pool its
-    largest block, once used; the inputs of one call at a time with the RPC buffers of its
+    throughout; the VM's pooled allocator keeps one arena and two sets of output blocks (of the
+    largest output's size, as many as a segment returns tensors), and the kernels' workspace
+    pool its largest block, once used; the inputs of one call at a time with the RPC buffers of its
     largest transfer. While the library loads, its weights arrive tensor by tensor, the largest
     in flight."""
     weights, largest_weight, arena, returned, largest_returned, workspace, inputs, transfer, code = \
         np.moveaxis(np.asarray(table), -1, 0)
     held = weights.sum(axis=0)
     loading = held + UPLOAD_EXTRA * largest_weight.max(axis=0)
-    running = (held + arena.max(axis=0) + returned.max(axis=0) * largest_returned.max(axis=0) + workspace.max(axis=0)
+    running = (held + arena.max(axis=0) + RETURNED_SETS * returned.max(axis=0) * largest_returned.max(axis=0)
+               + workspace.max(axis=0)
                + (inputs + DOWNLOAD_EXTRA * transfer).max(axis=0))
     code_bytes = code.sum(axis=0)
     return np.where(code_bytes > 0, LOADED_LIBRARY_BYTES + code_bytes + np.maximum(loading, running), 0).astype(np.int64)

@@ -21,7 +21,11 @@ def machine_description() -> str:
                 break
     except OSError:
         pass
-    return f"{platform.system()} {platform.machine()}, {cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    from tvm.target import codegen
+
+    # "AMD EPYC" names Zen 3 and Zen 5 machines alike (AVX2 against AVX-512): LLVM's name tells them apart
+    return (f"{platform.system()} {platform.machine()}, {cpu} ({codegen.llvm_get_system_cpu()}), {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}")
 
 
 def results_header(title: str) -> str:

@@ -25,12 +25,14 @@ from tvm import relax
 from .btsearch import btsearch
 from .errors import MnovaError
 from .graph import binding_names, dataflow_bindings, from_relax
-from .memory import lowering_passes, planned_storage_bytes
+from .memory import lowering_passes, place_in_arena, planned_storage_bytes
 
-ARENA_ALIGNMENT = 64
-
-# A MnovaError raised inside a pass reaches the caller as itself, not as a generic FFI error.
+# A MnovaError raised inside a pass reaches the caller as itself, not as a generic FFI error; so
+# does Ctrl-C (or `kill`, cli.py) during a compile, whose passes are Python callbacks: it came
+# back as a RuntimeError, which the schedule rules take for a rule that does not fit, and the
+# command went on.
 tvm_ffi.register_error(MnovaError)
+tvm_ffi.register_error(KeyboardInterrupt)
 
 def reorder_main(mod: tvm.IRModule, order) -> tvm.IRModule:
     """`mod` with main's dataflow bindings emitted node by node in `order` (OpGraph node names)."""
@@ -115,24 +117,6 @@ def _alloc_lifetimes(func) -> tuple[dict, list[int], set]:
     return life, bindings, escaping
 
 
-def _place(sizes: dict, life: dict) -> tuple[dict, int]:
-    """Greedy by size: each tensor at the lowest aligned offset free during its whole lifetime."""
-    placed: list[tuple[int, int, int, int]] = []  # (offset, end, first, last)
-    offsets = {}
-    for var in sorted(sizes, key=lambda v: (-sizes[v], life[v][0])):
-        first, last = life[var]
-        size = sizes[var]
-        clashes = sorted((o, e) for o, e, f, l in placed if f <= last and first <= l)
-        offset = 0
-        for o, e in clashes:
-            if offset + size <= o:
-                break
-            offset = max(offset, -(-e // ARENA_ALIGNMENT) * ARENA_ALIGNMENT)
-        offsets[var] = offset
-        placed.append((offset, offset + size, first, last))
-    return offsets, max((e for _, e, _, _ in placed), default=0)
-
-
 _BUFFER_PARAM = re.compile(r'T\.Buffer\((\(.*?\)), ("\w+")\)')
 
 
@@ -181,7 +165,7 @@ def _plan_function(func, returned: bool) -> _FunctionPlan:
             nbytes = _static_bytes(binding.value)
             if nbytes is not None:
                 (outputs if binding.var in escaping else sizes)[binding.var] = nbytes
-    offsets, arena_bytes = _place(sizes, life)
+    offsets, arena_bytes = place_in_arena(sizes, life)
     if not returned:
         outputs = {}
     return _FunctionPlan(bindings, offsets, arena_bytes, tuple(outputs), max(outputs.values(), default=0))

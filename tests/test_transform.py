@@ -144,3 +144,17 @@ def test_device_arena_gives_every_segment_one_arena_size_and_one_output_block(br
     assert max(own_arenas) in {s for sizes in shared.values() for s in sizes}
     result = run_locally(mod, plan, x, Path(tempfile.mkdtemp()))
     np.testing.assert_allclose(result.outputs[0], frontend.run(mod, x)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_an_interrupt_during_a_compile_reaches_the_caller(branchy, monkeypatch):
+    """Ctrl-C or `kill` (cli.py) while a Python pass runs inside tvm.compile surfaces as
+    KeyboardInterrupt, not as a RuntimeError the schedule rules would take for a misfit."""
+    from mnova_tvm import kernels
+
+    def interrupted(*_args):
+        raise KeyboardInterrupt
+
+    mod, _ = branchy
+    monkeypatch.setattr(kernels, "schedule_prim_func", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tvm.compile(mod, "llvm", relax_pipeline=lowering_pipeline(schedule_target=tvm.target.Target("llvm")))
