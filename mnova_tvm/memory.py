@@ -116,19 +116,23 @@ def lower_until_memory_plan(mod, target="llvm", memory_planner=None):
         return tvm.transform.Sequential(prefix)(mod)
 
 
-def planned_storage_bytes(lowered_mod) -> int:
-    """Sum of the relax.memory.alloc_storage sizes in main (the function's result is allocated apart)."""
+def storage_allocations(func) -> list[int]:
+    """Sizes of the relax.memory.alloc_storage calls in a lowered Relax function."""
     from tvm import relax
 
-    total = 0
+    sizes = []
 
     def visit(expr):
-        nonlocal total
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.memory.alloc_storage":
-            total += int(expr.args[0].values[0])
+            sizes.append(int(expr.args[0].values[0]))
 
-    relax.analysis.post_order_visit(lowered_mod["main"].body, visit)
-    return total
+    relax.analysis.post_order_visit(func.body, visit)
+    return sizes
+
+
+def planned_storage_bytes(lowered_mod) -> int:
+    """Sum of the relax.memory.alloc_storage sizes in main (the function's result is allocated apart)."""
+    return sum(storage_allocations(lowered_mod["main"]))
 
 
 def tvm_planned_bytes(mod, target="llvm", memory_planner=None) -> int:

@@ -162,7 +162,7 @@ def _actual_arenas(mod, graph, plan, segs) -> list[int]:
     import tvm
     from tvm import relax
 
-    from mnova_tvm.memory import lower_until_memory_plan
+    from mnova_tvm.memory import lower_until_memory_plan, storage_allocations
     from mnova_tvm.runtime import build_device_modules
     from mnova_tvm.transform import ArenaPlanMemory, fusion_passes
 
@@ -174,8 +174,7 @@ def _actual_arenas(mod, graph, plan, segs) -> list[int]:
                 fused = tvm.transform.Sequential(fusion_passes())(module)
             for func in lower_until_memory_plan(fused, "llvm", ArenaPlanMemory).functions.values():
                 if isinstance(func, relax.Function):
-                    relax.analysis.post_order_visit(func, lambda e: sizes.append(int(e.args[0].values[0])) if isinstance(
-                        e, relax.Call) and getattr(e.op, "name", "") == "relax.memory.alloc_storage" else None)
+                    sizes += storage_allocations(func)
         arenas.append(max(sizes))
     return arenas
 

@@ -13,7 +13,7 @@ from mnova_tvm import frontend
 from mnova_tvm.btsearch import btsearch
 from mnova_tvm.errors import MnovaError
 from mnova_tvm.graph import from_relax
-from mnova_tvm.memory import activation_peak, tvm_planned_bytes
+from mnova_tvm.memory import activation_peak, storage_allocations, tvm_planned_bytes
 from mnova_tvm.orders import random_topological_orders
 from mnova_tvm.transform import ApplyOrder, BTSearchOrder, lowering_pipeline, planned_bytes
 from onnx_models import branchy_cnn
@@ -110,14 +110,8 @@ def test_bad_orders_and_options(branchy):
 
 def _storage_sizes(lowered) -> dict:
     """Function name -> sizes of its relax.memory.alloc_storage calls, in order."""
-    sizes = {}
-    for gv, func in lowered.functions.items():
-        if isinstance(func, relax.Function):
-            found = []
-            relax.analysis.post_order_visit(func, lambda e: found.append(int(e.args[0].values[0]))
-                                            if isinstance(e, relax.Call) and getattr(e.op, "name", "") == "relax.memory.alloc_storage" else None)
-            sizes[gv.name_hint] = found
-    return sizes
+    return {gv.name_hint: storage_allocations(func) for gv, func in lowered.functions.items()
+            if isinstance(func, relax.Function)}
 
 
 def test_device_arena_gives_every_segment_one_arena_size_and_one_output_block(branchy):
