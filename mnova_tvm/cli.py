@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 
-from .errors import MnovaError
+from .errors import MnovaError, clear_interrupt, request_interrupt
 
 COMMAND_MODULES = [
     "zoo",
@@ -42,21 +42,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(_signum, _frame):
-    raise KeyboardInterrupt  # so `kill` cleans up like Ctrl-C (clusters started by the command stop)
+def _interrupt(_signum, _frame):
+    request_interrupt()  # so `kill` cleans up like Ctrl-C (clusters started by the command stop)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        previous = {sig: signal.signal(sig, _interrupt) for sig in (signal.SIGINT, signal.SIGTERM)
+                    if signal.getsignal(sig) is not signal.SIG_IGN}  # a job started with `&` keeps ignoring Ctrl-C
     try:
         return _run(args)
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        clear_interrupt()
 
 
 def _run(args) -> int:

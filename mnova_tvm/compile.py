@@ -13,7 +13,7 @@ from pathlib import Path
 import tvm
 
 from .commands._io import atomic_path
-from .errors import MnovaError
+from .errors import MnovaError, raise_if_interrupted
 from .targets import Board
 from .transform import lowering_pipeline
 
@@ -46,7 +46,9 @@ def _fcompile(board: Board):
 def build(mod: tvm.IRModule, board: Board, pipeline=None):
     """The compiled VM executable of `mod` for `board` (not yet exported)."""
     pipeline = relax_pipeline(board=board) if pipeline is None else pipeline
-    return tvm.compile(mod, target=board.tvm_target(), relax_pipeline=pipeline)
+    executable = tvm.compile(mod, target=board.tvm_target(), relax_pipeline=pipeline)
+    raise_if_interrupted()
+    return executable
 
 
 def build_for_board(mod: tvm.IRModule, board: Board, out_path, pipeline=None) -> Path:

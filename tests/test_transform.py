@@ -152,3 +152,28 @@ def test_an_interrupt_during_a_compile_reaches_the_caller(branchy, monkeypatch):
     monkeypatch.setattr(kernels, "schedule_prim_func", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tvm.compile(mod, "llvm", relax_pipeline=lowering_pipeline(schedule_target=tvm.target.Target("llvm")))
+
+
+def test_an_interrupt_a_cpp_caller_drops_still_stops_the_build(branchy, monkeypatch):
+    """A signal whose KeyboardInterrupt is raised in a callback and dropped by its C++ caller (it
+    happened inside tvm.compile: `kill` during profiling did nothing) still ends the build."""
+    from mnova_tvm import errors, kernels
+    from mnova_tvm.compile import build
+    from mnova_tvm.targets import load_board
+
+    schedule = kernels.schedule_prim_func
+
+    def interrupted_and_dropped(*args):
+        try:
+            errors.request_interrupt()  # what cli.py's signal handler does
+        except KeyboardInterrupt:
+            pass
+        return schedule(*args)
+
+    mod, _ = branchy
+    monkeypatch.setattr(kernels, "schedule_prim_func", interrupted_and_dropped)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            build(mod, load_board("host"))
+    finally:
+        errors.clear_interrupt()
