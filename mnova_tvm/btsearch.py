@@ -225,7 +225,6 @@ def btsearch(graph: OpGraph, time_budget: float | None = None) -> SearchResult:
     greedy = [graph.import_order, greedy_memory_order(graph)]
     incumbent = min(greedy, key=lambda order: activation_peak(graph, order))
     position = {name: k for k, name in enumerate(incumbent)}
-    index = {name: i for i, name in enumerate(problem.names)}
 
     order: list[int] = []
     done, live, peak, proved, states = 0, problem.initial_live, 0, True, 0

@@ -142,64 +142,98 @@ def _median_seconds(vm, dev, fname: str, args, repeat: int, min_repeat_ms: int) 
     return float(statistics.median(timer(*args).results))
 
 
-def profile_device(state: testbed.ClusterState, device: Device, mod: tvm.IRModule, graph: OpGraph, model: str,
-                   dataset: Path, workdir: Path, repeat: int = FULL_TIMING[0], min_repeat_ms: int = FULL_TIMING[1],
-                   deadline: float | None = None, jobs: Sequence[Job] | None = None, log=print) -> int:
-    """Time every not yet profiled job of `model` (or of `jobs`) on `device`; returns rows written."""
+def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod: tvm.IRModule, graph: OpGraph,
+                    model: str, dataset: Path, workdir: Path, repeat: int = FULL_TIMING[0],
+                    min_repeat_ms: int = FULL_TIMING[1], deadline: float | None = None,
+                    jobs: Sequence[Job] | None = None, log=print) -> int:
+    """Time every not yet profiled job of `model` (or of `jobs`) on each of `devices`, one device
+    per device kind, all of one board; returns rows written.
+
+    Compiling the slices takes far longer than timing them, and devices of one board run the same
+    code, so each chunk of slices is compiled once and timed on every device that lacks it."""
     from .compile import build_for_board, relax_pipeline
 
-    kind = device_kind(device)
-    done = {(r["model"], r["node"], r["dim"], int(r["units"])) for r in read_dataset(dataset)[0]
-            if r["device_kind"] == kind}
-    jobs = [j for j in (jobs_for(graph) if jobs is None else jobs) if (model, j.node, j.dim, j.units) not in done]
-    if not jobs:
-        log(f"[{kind}] {model}: already profiled")
-        return 0
-    rng = np.random.default_rng(0)
-    written, started, timed = 0, time.monotonic(), 0
+    boards = {d.board.name for d in devices}
+    if len(boards) != 1:
+        raise ValueError(f"profile_devices needs devices of one board, got {sorted(boards)}")
+    board = devices[0].board
+    jobs = list(jobs_for(graph) if jobs is None else jobs)
+    profiled = read_dataset(dataset)[0]
+    pending: dict[str, set[Job]] = {}
+    for device in devices:
+        kind = device_kind(device)
+        done = {(r["node"], r["dim"], int(r["units"])) for r in profiled if r["device_kind"] == kind and r["model"] == model}
+        pending[kind] = {j for j in jobs if (j.node, j.dim, j.units) not in done}
+        if not pending[kind]:
+            log(f"[{kind}] {model}: already profiled")
+    todo = [j for j in jobs if any(j in p for p in pending.values())]
+    sessions: dict[str, object] = {}  # one per device: a server serves one session at a time
+    timed = {kind: 0 for kind in pending}
+    written, started = 0, time.monotonic()
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    session = testbed.connect(state, device.name)  # one session: a server serves one at a time
-    dev = session.cpu()
-    for number, chunk in enumerate(_chunks(graph, jobs)):
+    for number, chunk in enumerate(_chunks(graph, todo)):
         module = build_profile_module(mod, graph, chunk)
-        lib = workdir / f"profile-{model}-{kind.replace('@', '-')}-{number}.so"
+        lib = workdir / f"profile-{model}-{board.name}-{number}.so"
         weights: dict = {}  # lifted out of the library: each job's are uploaded only while it is timed
-        build_for_board(module, device.board, lib,
-                        relax_pipeline(order=None, plan_memory="tvm", board=device.board, weights=weights))
-        rows = []
+        build_for_board(module, board, lib, relax_pipeline(order=None, plan_memory="tvm", board=board, weights=weights))
         try:
-            session.upload(str(lib))
-            vm = relax.VirtualMachine(session.load_module(lib.name), dev)
-            for i, job in enumerate(chunk):
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-                args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
-                        for p in module[f"p{i}"].params]
-                args += [tvm.runtime.tensor(w, dev) for w in weights.get(f"p{i}", ())]
-                seconds = _median_seconds(vm, dev, f"p{i}", args, repeat, min_repeat_ms)
-                rows.append({"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
-                             "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units,
-                             "total_units": job.total_units, **dict(zip(FEATURES, job_features(graph, job))),
-                             "latency_s": seconds, "repeats": repeat})
-        except MnovaError:
-            raise
-        except Exception as err:
-            _append(dataset, rows)  # what was timed stays: a rerun resumes after it
-            raise ProfilingInterrupted(f"device {device.name} stopped answering while profiling {model} "
-                             f"({last_line(err)}); its memory limit or a crash? see its log, "
-                             f"restart the cluster and rerun to resume") from None
+            for device in devices:
+                kind = device_kind(device)
+                indexed = [(i, job) for i, job in enumerate(chunk) if job in pending[kind]]
+                if not indexed:
+                    continue
+                if kind not in sessions:
+                    sessions[kind] = testbed.connect(state, device.name)
+                rows = _time_slices(sessions[kind], device, module, lib, indexed, weights, graph, model, date, repeat,
+                                    min_repeat_ms, deadline, dataset)
+                written += len(rows)
+                timed[kind] += len(rows)
+                log(f"[{kind}] {model}: {timed[kind]}/{len(pending[kind])} slices ({time.monotonic() - started:.0f} s)")
+                if len(rows) < len(indexed):
+                    log(f"[{kind}] {model}: time budget reached after {timed[kind]} of {len(pending[kind])} slices "
+                        f"(rerun to resume)")
+                    return written
         finally:
-            vm = None  # releases the library on the device before the next one is loaded
             lib.unlink(missing_ok=True)
-        _empty_pool(session)
-        _append(dataset, rows)
-        written += len(rows)
-        timed += len(rows)
-        log(f"[{kind}] {model}: {timed}/{len(jobs)} slices ({time.monotonic() - started:.0f} s)")
-        if len(rows) < len(chunk):
-            log(f"[{kind}] {model}: time budget reached after {timed} of {len(jobs)} slices (rerun to resume)")
-            break
     return written
+
+
+def _time_slices(session, device: Device, module: tvm.IRModule, lib: Path, indexed, weights: dict, graph: OpGraph,
+                 model: str, date: str, repeat: int, min_repeat_ms: int, deadline: float | None,
+                 dataset: Path) -> list[dict]:
+    """Time functions `p{i}` of `lib` (compiled from `module`) on `device` for the (i, job) pairs
+    in `indexed`, until the deadline; the rows are appended to `dataset` and returned."""
+    kind = device_kind(device)
+    dev = session.cpu()
+    rng = np.random.default_rng(0)
+    rows = []
+    vm = None
+    try:
+        session.upload(str(lib))
+        vm = relax.VirtualMachine(session.load_module(lib.name), dev)
+        for i, job in indexed:
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
+                    for p in module[f"p{i}"].params]
+            args += [tvm.runtime.tensor(w, dev) for w in weights.get(f"p{i}", ())]
+            seconds = _median_seconds(vm, dev, f"p{i}", args, repeat, min_repeat_ms)
+            rows.append({"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
+                         "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units,
+                         "total_units": job.total_units, **dict(zip(FEATURES, job_features(graph, job))),
+                         "latency_s": seconds, "repeats": repeat})
+    except MnovaError:
+        raise
+    except Exception as err:
+        _append(dataset, rows)  # what was timed stays: a rerun resumes after it
+        raise ProfilingInterrupted(f"device {device.name} stopped answering while profiling {model} "
+                                   f"({last_line(err)}); its memory limit or a crash? see its log, "
+                                   f"restart the cluster and rerun to resume") from None
+    finally:
+        vm = None  # releases the library on the device before the next one is loaded
+    _empty_pool(session)
+    _append(dataset, rows)
+    return rows
 
 
 # Bytes one profiling library may hold on a device: its constants plus the outputs of its jobs
@@ -280,6 +314,9 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
     kinds: dict[str, Device] = {}
     for device in cluster.devices:
         kinds.setdefault(device_kind(device), device)
+    boards: dict[str, list[Device]] = {}  # one device of each kind, by board: a board's code is compiled once
+    for device in kinds.values():
+        boards.setdefault(device.board.name, []).append(device)
     written = 0
     if links:
         for device in cluster.devices:
@@ -288,10 +325,9 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
     for name, mod in models:
         mod = prepare(mod)
         graph = from_relax(mod, name)
-        for kind, device in kinds.items():
-            written += profile_device(state, device, mod, graph, name, dataset, workdir,
-                                      *(QUICK_TIMING if quick else FULL_TIMING),
-                                      deadline=deadline, log=log)
+        for devices in boards.values():
+            written += profile_devices(state, devices, mod, graph, name, dataset, workdir,
+                                       *(QUICK_TIMING if quick else FULL_TIMING), deadline=deadline, log=log)
     return written
 
 

@@ -204,15 +204,25 @@ def plain_local2(tmp_path, prefix):
 
 
 def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
+    from mnova_tvm import compile as compile_module
+    from mnova_tvm.profile import _chunks
+
     monkeypatch.setattr("mnova_tvm.profile.CHUNK_BYTES", 4096)  # several libraries, one session
+    libraries = []
+    build_for_board = compile_module.build_for_board
+    monkeypatch.setattr(compile_module, "build_for_board", lambda *a, **k: libraries.append(a[2]) or build_for_board(*a, **k))
     cluster = plain_local2(tmp_path, "pf")
     dataset = tmp_path / "d.jsonl"
     mod = frontend.load_model(edge_cnn())
+    graph = from_relax(prepare(mod))
     with testbed.LocalCluster(cluster, state_dir=tmp_path / "state", log=lambda *_: None) as state:
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, log=lambda *_: None)
         first = dataset.read_text()
+        # one board: each chunk of slices compiled once for both device kinds (the link probe is one more)
+        assert len([p for p in libraries if "profile-" in str(p)]) == len(_chunks(graph, jobs_for(graph))) > 1
+        compiled = len(libraries)
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
-        assert dataset.read_text() == first  # resumed: nothing profiled twice
+        assert dataset.read_text() == first and len(libraries) == compiled  # resumed: nothing compiled or timed twice
         ops, links = read_dataset(dataset)
         model = train(ops, links, log=lambda *_: None)
         calibrate(model, cluster, state, mod, "edge", tmp_path, log=lambda *_: None)
@@ -220,7 +230,6 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
     assert all(0.05 < f < 20 for f in model.calibration.values())
     model.save(tmp_path / "cm.json")
     assert CostModel.load(tmp_path / "cm.json").calibration == model.calibration
-    graph = from_relax(prepare(mod))
     kinds = {device_kind(d) for d in cluster.devices}
     assert len(ops) == len(kinds) * len(jobs_for(graph))
     assert all(r["latency_s"] > 0 for r in ops) and {r["device"] for r in links} == {d.name for d in cluster.devices}

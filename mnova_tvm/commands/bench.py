@@ -492,7 +492,7 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
     import numpy as np
 
     from ..costmodel import accuracy
-    from ..profile import Job, device_kind, profile_device, read_dataset, timing_of
+    from ..profile import Job, device_kind, profile_devices, read_dataset, timing_of
 
     table = []
     for device in {device_kind(d): d for d in reversed(cluster.devices)}.values():
@@ -505,9 +505,9 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
         mod = modules[model]
         again = workdir / f"again-{kind.replace('@', '-')}.jsonl"
         repeat, min_repeat_ms = timing_of(sample[0])
-        profile_device(state, device, mod, from_relax(mod, model), model, again, workdir, repeat, min_repeat_ms,
-                       jobs=[Job(r["node"], r["dim"], int(r["units"]), int(r["total_units"])) for r in sample],
-                       log=lambda *_: None)
+        profile_devices(state, [device], mod, from_relax(mod, model), model, again, workdir, repeat, min_repeat_ms,
+                        jobs=[Job(r["node"], r["dim"], int(r["units"]), int(r["total_units"])) for r in sample],
+                        log=lambda *_: None)
         first = {(r["node"], r["dim"], int(r["units"])): float(r["latency_s"]) for r in sample}
         second = [(first[(r["node"], r["dim"], int(r["units"]))], float(r["latency_s"])) for r in read_dataset(again)[0]]
         truth, fresh = np.array(second).T
