@@ -159,11 +159,17 @@ def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod:
     board = devices[0].board
     jobs = list(jobs_for(graph) if jobs is None else jobs)
     profiled = read_dataset(dataset)[0]
+    limits = {d.name: d.memory_limit_bytes for d in state.devices}
     pending: dict[str, set[Job]] = {}
     for device in devices:
         kind = device_kind(device)
         done = {(r["node"], r["dim"], int(r["units"])) for r in profiled if r["device_kind"] == kind and r["model"] == model}
         pending[kind] = {j for j in jobs if (j.node, j.dim, j.units) not in done}
+        too_large = {j for j in pending[kind] if not _loads_within(graph, j, limits.get(device.name))}
+        if too_large:  # the device could not hold these slices in any plan either
+            log(f"[{kind}] {model}: {len(too_large)} slices skipped, their weights do not load within "
+                f"{device.name}'s memory limit ({limits[device.name] / 2**20:.0f} MiB)")
+            pending[kind] -= too_large
         if not pending[kind]:
             log(f"[{kind}] {model}: already profiled")
     todo = [j for j in jobs if any(j in p for p in pending.values())]
@@ -196,6 +202,19 @@ def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod:
         finally:
             lib.unlink(missing_ok=True)
     return written
+
+
+def _loads_within(graph: OpGraph, job: Job, limit_bytes: int | None) -> bool:
+    """Whether a device with this memory limit can be sent `job`'s weights (uploaded tensor by
+    tensor, each held about twice while in flight) and hold its input and output."""
+    from .partition import sliced_weight_bytes
+
+    if limit_bytes is None:
+        return True
+    node = graph.node_by_name[job.node]
+    weights = sliced_weight_bytes(graph, node, job.dim, 0, job.units)
+    data = sum(graph.tensors[t].nbytes for t in (*node.inputs, *node.outputs) if graph.tensors[t].kind != "weight")
+    return _IN_FLIGHT_COPIES * weights + data * job.units // job.total_units + _IDLE_SERVER_BYTES <= limit_bytes
 
 
 def _time_slices(session, device: Device, module: tvm.IRModule, lib: Path, indexed, weights: dict, graph: OpGraph,

@@ -205,7 +205,8 @@ def plain_local2(tmp_path, prefix):
 
 def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
     from mnova_tvm import compile as compile_module
-    from mnova_tvm.profile import _chunks
+    from mnova_tvm.partition import sliced_weight_bytes
+    from mnova_tvm.profile import _IDLE_SERVER_BYTES, _chunks, _loads_within
 
     monkeypatch.setattr("mnova_tvm.profile.CHUNK_BYTES", 4096)  # several libraries, one session
     libraries = []
@@ -216,10 +217,21 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
     mod = frontend.load_model(edge_cnn())
     graph = from_relax(prepare(mod))
     with testbed.LocalCluster(cluster, state_dir=tmp_path / "state", log=lambda *_: None) as state:
+        small = state.devices[1]  # a memory limit that cannot take the largest weight slices
+        largest = max(sliced_weight_bytes(graph, graph.node_by_name[j.node], j.dim, 0, j.units) for j in jobs_for(graph))
+        small.memory_limit_bytes = _IDLE_SERVER_BYTES + 2 * largest
+        skipped = {(j.node, j.dim, j.units) for j in jobs_for(graph) if not _loads_within(graph, j, small.memory_limit_bytes)}
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, log=lambda *_: None)
+        small.memory_limit_bytes = None
+        timed_small = {(r["node"], r["dim"], r["units"]) for r in read_dataset(dataset)[0]
+                       if r["device_kind"] == device_kind(cluster.devices[1])}
+        assert skipped and timed_small == {(j.node, j.dim, j.units) for j in jobs_for(graph)} - skipped
+        profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
         first = dataset.read_text()
-        # one board: each chunk of slices compiled once for both device kinds (the link probe is one more)
-        assert len([p for p in libraries if "profile-" in str(p)]) == len(_chunks(graph, jobs_for(graph))) > 1
+        # one board: each chunk of slices compiled once for both device kinds, and again for the skipped
+        # slices once the limit is lifted (the link probe is one more library)
+        assert len([p for p in libraries if "profile-" in str(p)]) == \
+            len(_chunks(graph, jobs_for(graph))) + len(_chunks(graph, [j for j in jobs_for(graph) if (j.node, j.dim, j.units) in skipped]))
         compiled = len(libraries)
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
         assert dataset.read_text() == first and len(libraries) == compiled  # resumed: nothing compiled or timed twice
