@@ -179,6 +179,18 @@ def test_geneflow_meets_budgets_beats_baselines_and_is_deterministic(graph, mode
     assert all(ga.score.latency_s <= r.score.latency_s + 1e-12 for r in results if r.score.feasible), \
         [(r.name, r.score.latency_s) for r in results]
     assert not next(r for r in results if r.name.startswith("single")).score.feasible
+    # the two-device pipeline it is seeded with: the best over both orders of the two fastest
+    # devices and every cut, found by scoring each of those plans one by one
+    from mnova_tvm.planners import best_pipeline
+
+    names = [d.name for d in cluster.devices]
+    pipelines = [Plan(tuple(names), order, {n: partition_op(graph, n, "none", np.eye(4)[a if i < cut else b])
+                                            for i, n in enumerate(order)})
+                 for a, b in ((0, 1), (1, 0)) for cut in range(1, len(order))]
+    scores = [evaluator.score(p) for p in pipelines]
+    fastest = min(s.latency_s for s in scores if s.feasible)
+    assert evaluator.score(evaluator.plan_from(*best_pipeline(evaluator))).latency_s == pytest.approx(fastest, rel=1e-9)
+    assert ga.score.latency_s <= fastest + 1e-12
     again = plan_with("geneflow", PlanEvaluator(graph, cluster, graph.import_order, model, [0.002] * 4), config)
     assert again.plan == ga.plan
     assert len(ga.history) == 40 and ga.history[-1].best_latency >= ga.score.latency_s - 1e-12  # polish may only improve
