@@ -170,7 +170,7 @@ def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod:
             log(f"[{kind}] {model}: {len(too_large)} slices skipped, their weights do not load within "
                 f"{device.name}'s memory limit ({limits[device.name] / 2**20:.0f} MiB)")
             pending[kind] -= too_large
-        if not pending[kind]:
+        elif not pending[kind]:
             log(f"[{kind}] {model}: already profiled")
     todo = [j for j in jobs if any(j in p for p in pending.values())]
     sessions: dict[str, object] = {}  # one per device: a server serves one session at a time
