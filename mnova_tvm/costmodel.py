@@ -29,7 +29,7 @@ from .errors import MnovaError
 from .graph import Node, OpGraph
 from .partition import Plan, Segment, region_bytes, region_shape, segments, sliced_weight_bytes
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 OPS = ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.matmul", "relax.mean",
        "relax.nn.batch_norm", "relax.add", "relax.multiply", "relax.nn.relu", "relax.concat", "relax.nn.softmax",
        "relax.sigmoid", "relax.clip", "relax.nn.silu", "relax.reshape", "relax.permute_dims", "relax.nn.adaptive_avg_pool2d")
@@ -96,36 +96,55 @@ def _log_baseline(features: np.ndarray, coefficients) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LinkFit:
-    """Seconds to move n bytes one way: per_call_s + n * per_byte_s (fitted on measured transfers),
-    plus the RPC overhead of one function call."""
+    """Seconds to move n bytes one way, interpolated between the median measured transfer times
+    at each profiled size (a straight line on from the largest two), plus the RPC overhead of one
+    function call. Not a line through all of them: a token-bucket shaper (tc tbf, like many Wi-Fi
+    and cellular links) lets a burst through at line rate, so pair2's 200 Mbit/s link moved 16 KiB
+    at 205 Mbit/s and 4 MiB at 111; a least-squares line made every 60 KiB halo of a height split
+    cost about twice its time (randwire_ws's 173-segment plan predicted 46 % over its measurement)."""
 
-    send_s: float
-    send_per_byte_s: float
-    receive_s: float
-    receive_per_byte_s: float
+    send_points: tuple[tuple[float, float], ...]  # (bytes, seconds), by bytes
+    receive_points: tuple[tuple[float, float], ...]
     call_s: float
 
     def send(self, nbytes: int) -> float:
-        return self.send_s + nbytes * self.send_per_byte_s
+        return _interpolate(self.send_points, nbytes)
 
     def receive(self, nbytes: int) -> float:
-        return self.receive_s + nbytes * self.receive_per_byte_s
+        return _interpolate(self.receive_points, nbytes)
+
+    def mbit_per_s(self, kind: str) -> float:
+        """Bandwidth of the largest transfers (the slope of the last two points)."""
+        (x0, y0), (x1, y1) = (self.send_points if kind == "send" else self.receive_points)[-2:]
+        return 8e-6 * (x1 - x0) / max(y1 - y0, 1e-15)
+
+
+def _interpolate(points, nbytes: float) -> float:
+    sizes, seconds = zip(*points)
+    if nbytes <= sizes[-1]:
+        return float(np.interp(nbytes, sizes, seconds))
+    slope = max((seconds[-1] - seconds[-2]) / (sizes[-1] - sizes[-2]), 0.0)
+    return seconds[-1] + (nbytes - sizes[-1]) * slope
 
 
 def fit_link(rows: Sequence[Mapping]) -> LinkFit:
-    """Least-squares fit of one device's link rows (kind 'send' / 'receive' / 'call')."""
-    def line(kind):
-        pts = [(float(r["bytes"]), float(r["seconds"])) for r in rows if r["kind"] == kind]
-        if len(pts) < 2:
-            raise MnovaError(f"link data has fewer than 2 '{kind}' measurements: profile the links again")
-        x, y = np.array(pts).T
-        slope, intercept = np.polyfit(x, y, 1)
-        return max(float(intercept), 0.0), max(float(slope), 0.0)
+    """One device's link from its rows (kind 'send' / 'receive' / 'call'): the median time at
+    each measured size, made non-decreasing in size (more bytes never take less time)."""
+    def points(kind):
+        by_size: dict[float, list[float]] = {}
+        for r in rows:
+            if r["kind"] == kind:
+                by_size.setdefault(float(r["bytes"]), []).append(float(r["seconds"]))
+        if len(by_size) < 2:
+            raise MnovaError(f"link data has fewer than 2 sizes of '{kind}' measurements: profile the links again")
+        sizes = sorted(by_size)
+        seconds = np.maximum.accumulate([float(np.median(by_size[b])) for b in sizes])
+        return tuple(zip(sizes, (float(t) for t in seconds)))
 
     calls = [float(r["seconds"]) for r in rows if r["kind"] == "call"]
     if not calls:
         raise MnovaError("link data has no 'call' measurements: profile the links again")
-    return LinkFit(*line("send"), *line("receive"), float(np.median(calls)))
+    return LinkFit(points("send"), points("receive"), float(np.median(calls)))
 
 
 @dataclass
@@ -189,7 +208,8 @@ class CostModel:
             "metadata": self.metadata,
             "boosters": {k: base64.b64encode(bytes(b.save_raw("ubj"))).decode() for k, b in self.boosters.items()},
             "roofline": self.roofline,
-            "links": {name: vars(link) for name, link in self.links.items()},
+            "links": {name: {"send_points": link.send_points, "receive_points": link.receive_points,
+                             "call_s": link.call_s} for name, link in self.links.items()},
             "calibration": self.calibration,
         })
 
@@ -214,7 +234,8 @@ class CostModel:
             booster.load_model(bytearray(base64.b64decode(raw)))
             model.boosters[kind] = _for_prediction(booster)
         model.roofline = {kind: [float(c) for c in coefficients] for kind, coefficients in data["roofline"].items()}
-        model.links = {name: LinkFit(**fit) for name, fit in data.get("links", {}).items()}
+        model.links = {name: LinkFit(tuple(map(tuple, fit["send_points"])), tuple(map(tuple, fit["receive_points"])),
+                                     float(fit["call_s"])) for name, fit in data.get("links", {}).items()}
         model.calibration = {k: float(v) for k, v in data.get("calibration", {}).items()}
         return model
 
@@ -283,8 +304,9 @@ def train(rows, links, test_fraction: float = 0.2, log=print) -> CostModel:
         by_device[row["device"]].append(row)
     model.links = {device: fit_link(device_rows) for device, device_rows in by_device.items()}
     for device, fit in sorted(model.links.items()):
-        log(f"link {device}: send {1e3 * fit.send_s:.2f} ms + {8e-6 / max(fit.send_per_byte_s, 1e-15):.0f} Mbit/s, "
-            f"receive {1e3 * fit.receive_s:.2f} ms + {8e-6 / max(fit.receive_per_byte_s, 1e-15):.0f} Mbit/s, call {1e3 * fit.call_s:.2f} ms")
+        log(f"link {device}: send 64 KiB {1e3 * fit.send(2**16):.2f} ms, then {fit.mbit_per_s('send'):.0f} Mbit/s; "
+            f"receive 64 KiB {1e3 * fit.receive(2**16):.2f} ms, then {fit.mbit_per_s('receive'):.0f} Mbit/s; "
+            f"call {1e3 * fit.call_s:.2f} ms")
     return model
 
 

@@ -30,9 +30,10 @@ from .runtime import _SegmentBuilder, _tensor_names
 from .targets import Cluster, Device
 
 FRACTIONS = (0.25, 0.5, 0.75)
-LINK_SIZES = (256, 16 * 2**10, 256 * 2**10, 2**20, 4 * 2**20)
+# Sizes a link is timed at: dense where shaped links bend (a token bucket's burst, ~100 KiB).
+LINK_SIZES = (256, 16 * 2**10, 64 * 2**10, 128 * 2**10, 256 * 2**10, 2**20, 4 * 2**20)
 OP_COLUMNS = ("row", "date", "device_kind", "model", "node", "op", "dim", "units", "total_units", *FEATURES,
-              "latency_s", "repeats")
+              "latency_s", "repeats")  # and "passes" (absent in rows timed in one pass)
 LINK_COLUMNS = ("row", "date", "device", "device_kind", "kind", "bytes", "seconds")
 
 
@@ -41,16 +42,31 @@ def device_kind(device: Device) -> str:
     return device.board.name if device.cpu_quota is None else f"{device.board.name}@{device.cpu_quota:g}cpu"
 
 
-# How slices are timed: (repeats, minimum ms per repeat); a row's "repeats" column tells which.
-FULL_TIMING = (3, 20)
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    """How a slice is timed: the median of `repeats` runs of at least `min_repeat_ms` each, in
+    each of `passes` passes over a chunk of slices, keeping the fastest pass. A shared machine's
+    speed changes for seconds at a time (squeezenet1_1 timed every 0.5 s on an idle 2-core Xeon
+    read 11.7 to 16.2 ms, in runs of one to four readings), so one reading is off by more than
+    10 % about half the time, and passes seconds apart rarely all fall in a slow spell."""
+
+    repeats: int
+    min_repeat_ms: int
+    passes: int = 1
+
+
+FULL_TIMING = Timing(3, 20, passes=3)
 # Quick: two repeats of at least 2 ms, so a small kernel is timed warm over many calls (single
 # cold calls of microsecond kernels read ~2x their in-model time), still seconds per model.
-QUICK_TIMING = (2, 2)
+QUICK_TIMING = Timing(2, 2)
 
 
-def timing_of(row) -> tuple[int, int]:
-    """The timing protocol a dataset row was measured with, to time it again the same way."""
-    return QUICK_TIMING if int(row["repeats"]) == QUICK_TIMING[0] else FULL_TIMING
+def timing_of(row) -> Timing:
+    """The timing protocol a dataset row was measured with, to time it again the same way (rows
+    written before passes existed were timed in one)."""
+    if int(row["repeats"]) == QUICK_TIMING.repeats:
+        return QUICK_TIMING
+    return dataclasses.replace(FULL_TIMING, passes=int(row.get("passes", 1)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,8 +159,7 @@ def _median_seconds(vm, dev, fname: str, args, repeat: int, min_repeat_ms: int) 
 
 
 def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod: tvm.IRModule, graph: OpGraph,
-                    model: str, dataset: Path, workdir: Path, repeat: int = FULL_TIMING[0],
-                    min_repeat_ms: int = FULL_TIMING[1], deadline: float | None = None,
+                    model: str, dataset: Path, workdir: Path, timing: Timing = FULL_TIMING, deadline: float | None = None,
                     jobs: Sequence[Job] | None = None, log=print) -> int:
     """Time every not yet profiled job of `model` (or of `jobs`) on each of `devices`, one device
     per device kind, all of one board; returns rows written.
@@ -190,8 +205,8 @@ def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod:
                     continue
                 if kind not in sessions:
                     sessions[kind] = testbed.connect(state, device.name)
-                rows = _time_slices(sessions[kind], device, module, lib, indexed, weights, graph, model, date, repeat,
-                                    min_repeat_ms, deadline, dataset)
+                rows = _time_slices(sessions[kind], device, module, lib, indexed, weights, graph, model, date, timing,
+                                    deadline, dataset)
                 written += len(rows)
                 timed[kind] += len(rows)
                 log(f"[{kind}] {model}: {timed[kind]}/{len(pending[kind])} slices ({time.monotonic() - started:.0f} s)")
@@ -218,41 +233,52 @@ def _loads_within(graph: OpGraph, job: Job, limit_bytes: int | None) -> bool:
 
 
 def _time_slices(session, device: Device, module: tvm.IRModule, lib: Path, indexed, weights: dict, graph: OpGraph,
-                 model: str, date: str, repeat: int, min_repeat_ms: int, deadline: float | None,
-                 dataset: Path) -> list[dict]:
+                 model: str, date: str, timing: Timing, deadline: float | None, dataset: Path) -> list[dict]:
     """Time functions `p{i}` of `lib` (compiled from `module`) on `device` for the (i, job) pairs
-    in `indexed`, until the deadline; the rows are appended to `dataset` and returned."""
+    in `indexed`, in `timing.passes` passes, until the deadline; the rows are appended to `dataset`
+    and returned. Each job's arguments and weights are uploaded anew in each pass, so the device
+    holds one job's at a time."""
     kind = device_kind(device)
     dev = session.cpu()
-    rng = np.random.default_rng(0)
-    rows = []
+    fastest: dict[int, float] = {}
+    passes: dict[int, int] = {}
+
+    def rows() -> list[dict]:
+        return [{"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
+                 "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units,
+                 "total_units": job.total_units, **dict(zip(FEATURES, job_features(graph, job))),
+                 "latency_s": fastest[i], "repeats": timing.repeats, "passes": passes[i]}
+                for i, job in indexed if i in fastest]
+
     vm = None
     try:
         session.upload(str(lib))
         vm = relax.VirtualMachine(session.load_module(lib.name), dev)
-        for i, job in indexed:
-            if deadline is not None and time.monotonic() > deadline:
-                break
-            args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
-                    for p in module[f"p{i}"].params]
-            args += [tvm.runtime.tensor(w, dev) for w in weights.get(f"p{i}", ())]
-            seconds = _median_seconds(vm, dev, f"p{i}", args, repeat, min_repeat_ms)
-            rows.append({"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
-                         "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units,
-                         "total_units": job.total_units, **dict(zip(FEATURES, job_features(graph, job))),
-                         "latency_s": seconds, "repeats": repeat})
+        for _ in range(timing.passes):
+            rng = np.random.default_rng(0)
+            for i, job in indexed:
+                if deadline is not None and time.monotonic() > deadline:
+                    break
+                args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
+                        for p in module[f"p{i}"].params]
+                args += [tvm.runtime.tensor(w, dev) for w in weights.get(f"p{i}", ())]
+                seconds = _median_seconds(vm, dev, f"p{i}", args, timing.repeats, timing.min_repeat_ms)
+                args = None
+                fastest[i] = min(seconds, fastest.get(i, seconds))
+                passes[i] = passes.get(i, 0) + 1
     except MnovaError:
         raise
     except Exception as err:
-        _append(dataset, rows)  # what was timed stays: a rerun resumes after it
+        _append(dataset, rows())  # what was timed stays: a rerun resumes after it
         raise ProfilingInterrupted(f"device {device.name} stopped answering while profiling {model} "
                                    f"({last_line(err)}); its memory limit or a crash? see its log, "
                                    f"restart the cluster and rerun to resume") from None
     finally:
         vm = None  # releases the library on the device before the next one is loaded
     _empty_pool(session)
-    _append(dataset, rows)
-    return rows
+    timed = rows()
+    _append(dataset, timed)
+    return timed
 
 
 # Bytes one profiling library may hold on a device: its constants plus the outputs of its jobs
@@ -323,7 +349,7 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
                     quick: bool = False, log=print) -> int:
     """Profile each device kind of `cluster` once (on its first device) on `models`, then every link.
 
-    `quick` times each slice in two repeats of at least 2 ms (several times faster, noisier)."""
+    `quick` times each slice in one pass of two repeats of at least 2 ms (several times faster, noisier)."""
     from .graph import from_relax
     from .runtime import prepare
 
@@ -346,7 +372,7 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
         graph = from_relax(mod, name)
         for devices in boards.values():
             written += profile_devices(state, devices, mod, graph, name, dataset, workdir,
-                                       *(QUICK_TIMING if quick else FULL_TIMING), deadline=deadline, log=log)
+                                       QUICK_TIMING if quick else FULL_TIMING, deadline=deadline, log=log)
     return written
 
 

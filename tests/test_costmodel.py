@@ -14,7 +14,8 @@ from mnova_tvm.geneflow import GAConfig
 from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import Plan, device_memory, partition_op, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
-from mnova_tvm.profile import calibrate, device_kind, jobs_for, job_features, profile_cluster, read_dataset
+from mnova_tvm.profile import (QUICK_TIMING, Timing, calibrate, device_kind, job_features, jobs_for, profile_cluster,
+                               profile_devices, read_dataset, timing_of)
 from mnova_tvm.runtime import prepare
 from mnova_tvm.targets import load_cluster
 from onnx_models import edge_cnn
@@ -44,12 +45,16 @@ def rows(graph):
     return out
 
 
+def line_link(latency_s, per_byte_s, call_s):
+    points = ((0.0, latency_s), (float(2**20), latency_s + 2**20 * per_byte_s))
+    return LinkFit(points, points, call_s)
+
+
 @pytest.fixture(scope="module")
 def model(rows):
     cluster = load_cluster("local4")
     fitted = CostModel(n_estimators=200).fit(rows)
-    fitted.links = {d.name: LinkFit(1e-4, 8 / (d.link.bandwidth_mbps * 1e6), 1e-4, 8 / (d.link.bandwidth_mbps * 1e6), 2e-4)
-                    for d in cluster.devices}
+    fitted.links = {d.name: line_link(1e-4, 8 / (d.link.bandwidth_mbps * 1e6), 2e-4) for d in cluster.devices}
     return fitted
 
 
@@ -81,13 +86,26 @@ def test_save_load_round_trip_and_bad_files(model, rows, tmp_path):
         model.predict(x[:1], ["host@9cpu"])
 
 
-def test_fit_link_recovers_the_line():
-    rows = [{"kind": k, "bytes": b, "seconds": 0.002 + b * 8 / 100e6} for k in ("send", "receive") for b in (1e3, 1e5, 1e6)]
+def test_fit_link_follows_a_shaped_link_and_extends_its_line():
+    def seconds(n):  # a token bucket: the first 100 KiB at 400 Mbit/s, the rest at 100, plus 2 ms
+        burst = min(n, 100 * 2**10)
+        return 0.002 + burst * 8 / 400e6 + (n - burst) * 8 / 100e6
+    sizes = (256, 16 * 2**10, 64 * 2**10, 128 * 2**10, 256 * 2**10, 2**20, 4 * 2**20)
+    rows = [{"kind": k, "bytes": b, "seconds": seconds(b) * noise} for k in ("send", "receive") for b in sizes
+            for noise in (0.9, 1.0, 5.0)]  # the median of each size's repeats
     rows.append({"kind": "call", "bytes": 0, "seconds": 0.0003})
     fit = fit_link(rows)
-    assert fit.send_s == pytest.approx(0.002, rel=1e-6) and fit.send_per_byte_s == pytest.approx(8e-8, rel=1e-6)
+    for n in (256, 2**16, 2**20):
+        assert fit.send(n) == pytest.approx(seconds(n), rel=1e-9) and fit.receive(n) == pytest.approx(seconds(n), rel=1e-9)
+    assert fit.send(40 * 2**10) == pytest.approx(seconds(40 * 2**10), rel=0.02)  # between points, in the burst
+    assert fit.send(16 * 2**20) == pytest.approx(seconds(16 * 2**20), rel=1e-9)  # past the largest: its line
+    assert fit.mbit_per_s("send") == pytest.approx(100, rel=1e-6) and fit.call_s == 0.0003
+    slower = [dict(r, seconds=r["seconds"] / 10) if r["bytes"] == 2**20 else r for r in rows]
+    assert fit_link(slower).send(2**20) == fit_link(slower).send(256 * 2**10)  # never faster for more bytes
     with pytest.raises(MnovaError, match="call"):
         fit_link(rows[:-1])
+    with pytest.raises(MnovaError, match="fewer than 2 sizes"):
+        fit_link([r for r in rows if r["bytes"] in (0, 256)])
 
 
 def test_plan_latency_of_one_device_is_its_ops_plus_transfers(graph, model):
@@ -141,6 +159,13 @@ def test_bench_planners_writes_results_and_geneflow_is_never_worse_than_its_seed
     assert main(["bench", "planners", str(tmp_path / "edge.onnx"), "--cost-model", str(tmp_path / "missing.json"),
                  "--out", str(tmp_path / "other.md")]) != 0
     assert "does not exist" in capsys.readouterr().err and not (tmp_path / "other.md").exists()
+
+
+def test_timing_of_a_row_is_how_it_was_timed():
+    full = Timing(3, 20, passes=3)
+    assert timing_of({"repeats": 3, "passes": 3}) == full
+    assert timing_of({"repeats": 3}) == Timing(3, 20, passes=1)  # written before passes existed
+    assert timing_of({"repeats": QUICK_TIMING.repeats, "passes": 1}) == QUICK_TIMING
 
 
 def test_dataset_errors(tmp_path):
@@ -247,6 +272,19 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
         compiled = len(libraries)
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
         assert dataset.read_text() == first and len(libraries) == compiled  # resumed: nothing compiled or timed twice
+        # passes: each slice timed once per pass over its chunk, the fastest kept
+        readings = iter([3.0, 2.0, 5.0, 1.0, 4.0, 6.0])  # pass 1: jobs a, b; pass 2: a, b; pass 3: a, b
+        called = []
+        two = jobs_for(graph)[:2]
+        with monkeypatch.context() as patched:
+            patched.setattr("mnova_tvm.profile.CHUNK_BYTES", 2**40)  # both in one library
+            patched.setattr("mnova_tvm.profile._median_seconds",
+                            lambda vm, dev, fname, args, repeat, ms: called.append((repeat, ms)) or next(readings))
+            profile_devices(state, cluster.devices[:1], prepare(mod), graph, "edge", tmp_path / "passes.jsonl",
+                            tmp_path, Timing(4, 1, passes=3), jobs=two, log=lambda *_: None)
+        timed = {(r["node"], r["dim"], r["units"]): r for r in read_dataset(tmp_path / "passes.jsonl")[0]}
+        assert [timed[(j.node, j.dim, j.units)]["latency_s"] for j in two] == [3.0, 1.0]
+        assert {r["passes"] for r in timed.values()} == {3} and set(called) == {(4, 1)}
         ops, links = read_dataset(dataset)
         model = train(ops, links, log=lambda *_: None)
         calibrate(model, cluster, state, mod, "edge", tmp_path, log=lambda *_: None)

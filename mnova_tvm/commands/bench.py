@@ -504,8 +504,7 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
         sample = [sample[i] for i in np.random.default_rng(0).permutation(len(sample))[:count]]
         mod = modules[model]
         again = workdir / f"again-{kind.replace('@', '-')}.jsonl"
-        repeat, min_repeat_ms = timing_of(sample[0])
-        profile_devices(state, [device], mod, from_relax(mod, model), model, again, workdir, repeat, min_repeat_ms,
+        profile_devices(state, [device], mod, from_relax(mod, model), model, again, workdir, timing_of(sample[0]),
                         jobs=[Job(r["node"], r["dim"], int(r["units"]), int(r["total_units"])) for r in sample],
                         log=lambda *_: None)
         first = {(r["node"], r["dim"], int(r["units"])): float(r["latency_s"]) for r in sample}
@@ -516,6 +515,11 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
                       f"{m['spearman']:.3f}"])
         print(f"{kind}: a second measurement within ±10 % of the first in {table[-1][4]} %", file=sys.stderr, flush=True)
     return table
+
+
+def _timing_text(timing) -> str:
+    fastest = f", the fastest of {timing.passes} passes over the model's slices" if timing.passes > 1 else ""
+    return f"median of {timing.repeats} repeats of at least {timing.min_repeat_ms} ms{fastest}"
 
 
 def run_costmodel(args) -> int:
@@ -532,7 +536,7 @@ def run_costmodel(args) -> int:
     from ..geneflow import GAConfig
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
-    from ..profile import FULL_TIMING, cost_model_for, device_kind, jobs_for, read_dataset
+    from ..profile import cost_model_for, device_kind, jobs_for, read_dataset, timing_of
     from ..runtime import prepare
     from ..targets import load_cluster
 
@@ -543,6 +547,7 @@ def run_costmodel(args) -> int:
     if args.splits < 1 or not 0 < args.test_fraction < 1:
         raise MnovaError("--splits must be at least 1 and --test-fraction between 0 and 1")
     operator_table = _operator_rows(rows, args.splits, args.test_fraction)
+    timing_text = "; ".join(f"{n} as the {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
     noise_table, plan_table, errors, calibrated_on = [], [], [], None
     cluster = load_cluster(args.cluster) if args.cluster else None
     kinds = {device_kind(d) for d in cluster.devices} if cluster else set()
@@ -551,7 +556,7 @@ def run_costmodel(args) -> int:
     def write() -> str:
         text = results_header("Cost model: predicted against measured latency") + f"""
 Dataset `{dataset}`: {len(rows)} operator slices (every operator of the profiled models whole and sliced at 25/50/75 %
-of its rows or channels, timed over TVM RPC: median of {FULL_TIMING[0]} repeats of at least {FULL_TIMING[1]} ms). Held out: {args.splits} seeded
+of its rows or channels, timed over TVM RPC: {timing_text}). Held out: {args.splits} seeded
 splits in which {100 * args.test_fraction:.0f} % of the operator shapes (an operator of a model, all its slices) are
 left out of training; the table gives the mean over the splits. The roofline line alone is the model's own baseline
 (seconds per call, per FLOP, per byte moved, per weight byte) without the trees.
