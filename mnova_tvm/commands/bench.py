@@ -578,7 +578,7 @@ with the dataset: no predictor can agree with the dataset more often than a seco
 ## Plans on cluster `{cluster.name}`
 
 Each plan predicted by the cost model fitted on the whole dataset (with the cluster's links, and each device kind
-calibrated by one whole-model run of {calibrated_on}), then compiled, deployed and run over TVM RPC: median of
+calibrated by whole-model runs of {calibrated_on}, the median of 15 runs 0.3 s apart), then compiled, deployed and run over TVM RPC: median of
 {args.repeat} runs after a warm-up, output checked against single-device TVM. Error: predicted / measured - 1.
 Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; median |error|
 {100 * statistics.median(abs(e) for e in errors) if errors else float("nan"):.1f} %.
