@@ -419,6 +419,11 @@ _IN_FLIGHT_COPIES = 2
 _IDLE_SERVER_BYTES = 208 * 2**20
 
 
+# Calibration: whole-model runs spread over a few seconds (see _spread_median_seconds).
+CALIBRATION_RUNS = 15
+CALIBRATION_GAP_S = 0.3
+
+
 def _spread_median_seconds(vm, dev, fname: str, args, samples: int, gap_s: float) -> float:
     """Median of `samples` single runs `gap_s` apart: on a machine whose speed changes for seconds
     at a time, the typical speed rather than that of the moment (squeezenet1_1's calibration run
@@ -433,7 +438,7 @@ def _spread_median_seconds(vm, dev, fname: str, args, samples: int, gap_s: float
 
 
 def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRModule, name: str, workdir: Path,
-              log=print, samples: int = 15, gap_s: float = 0.3) -> None:
+              log=print, samples: int = CALIBRATION_RUNS, gap_s: float = CALIBRATION_GAP_S) -> None:
     """Set each device kind's calibration factor from whole-model runs of `mod` on one device of
     that kind, spread over a few seconds: their median over the sum of the operators' predictions."""
     from .costmodel import plan_latency

@@ -536,7 +536,8 @@ def run_costmodel(args) -> int:
     from ..geneflow import GAConfig
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
-    from ..profile import cost_model_for, device_kind, jobs_for, read_dataset, timing_of
+    from ..profile import (CALIBRATION_GAP_S, CALIBRATION_RUNS, cost_model_for, device_kind, jobs_for, read_dataset,
+                           timing_of)
     from ..runtime import prepare
     from ..targets import load_cluster
 
@@ -578,7 +579,7 @@ with the dataset: no predictor can agree with the dataset more often than a seco
 ## Plans on cluster `{cluster.name}`
 
 Each plan predicted by the cost model fitted on the whole dataset (with the cluster's links, and each device kind
-calibrated by whole-model runs of {calibrated_on}, the median of 15 runs 0.3 s apart), then compiled, deployed and run over TVM RPC: median of
+calibrated by whole-model runs of {calibrated_on}, the median of {CALIBRATION_RUNS} runs {CALIBRATION_GAP_S:g} s apart), then compiled, deployed and run over TVM RPC: median of
 {args.repeat} runs after a warm-up, output checked against single-device TVM. Error: predicted / measured - 1.
 Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; median |error|
 {100 * statistics.median(abs(e) for e in errors) if errors else float("nan"):.1f} %.
