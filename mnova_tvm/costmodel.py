@@ -208,8 +208,7 @@ class CostModel:
             "metadata": self.metadata,
             "boosters": {k: base64.b64encode(bytes(b.save_raw("ubj"))).decode() for k, b in self.boosters.items()},
             "roofline": self.roofline,
-            "links": {name: {"send_points": link.send_points, "receive_points": link.receive_points,
-                             "call_s": link.call_s} for name, link in self.links.items()},
+            "links": {name: vars(link) for name, link in self.links.items()},
             "calibration": self.calibration,
         })
 
