@@ -27,10 +27,13 @@ use the same order in a pipeline of your own.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+from dataclasses import dataclass
 
 import tvm
+import tvm_ffi
 from tvm import s_tir, sym, tirx
 from tvm.s_tir.dlight.analysis import get_root_block
 from tvm.target import Target, codegen
@@ -39,8 +42,8 @@ _DATA_PAR = 0
 _COMM_REDUCE = 2
 # Loop annotation that has TVM's LoopPartition split a loop into its guard-free part and the rest.
 _PARTITION_HINT = "pragma_loop_partition_hint"
-# Vector registers a micro-kernel may use: AVX2 and 32-bit NEON have 16 (aarch64 NEON and AVX-512
-# have 32, left unused for now: not measured).
+# Vector registers a micro-kernel may use by default: AVX2 and 32-bit NEON have 16; aarch64 NEON and
+# AVX-512 have 32, which tuning tries (Knobs.registers): by default they made resnet18 9 % slower on Zen 5.
 _VECTOR_REGISTERS = 16
 # Below this many output elements a parallel loop costs more than it saves.
 _MIN_PARALLEL_ELEMENTS = 4096
@@ -59,6 +62,43 @@ def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
     else:
         bits = 128
     return max(1, bits // dtype_bits)
+
+
+def vector_registers(target: Target) -> int:
+    """Vector registers of the target: 32 on aarch64 and AVX-512, 16 on AVX2, SSE and 32-bit NEON."""
+    target = Target(target) if not isinstance(target, Target) else target
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple.startswith("aarch64") or not triple.startswith(("arm", "thumb")) and codegen.target_has_features(
+            "avx512f", target):
+        return 32
+    return 16
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """The choices of the reduction rule that tuning varies; the defaults are the rule's own.
+
+    vector_bits: vector width used (None = the target's; 256 on AVX-512 runs AVX2-width tiles);
+    registers: vector registers a micro-kernel may fill; vector_axis: "auto", or "row" / "channel"
+    to vectorise the image row / the output channels where that is possible; channels_inner:
+    None = by sizes, True / False = the channel tiles run innermost of the outer loops (the input
+    stays in cache) or outermost (each weight tile stays).
+    """
+
+    vector_bits: int | None = None
+    registers: int = _VECTOR_REGISTERS
+    vector_axis: str = "auto"
+    channels_inner: bool | None = None
+
+
+def knob_space(target: Target) -> list[Knobs]:
+    """Every combination of knobs worth measuring on ``target``, the defaults first."""
+    target = Target(target) if not isinstance(target, Target) else target
+    full_bits = 32 * vector_lanes(target)
+    widths = [None] + ([full_bits // 2] if full_bits > 128 else [])
+    registers = sorted({_VECTOR_REGISTERS, vector_registers(target)})
+    return [Knobs(bits, regs, axis, inner) for bits, regs, axis, inner in
+            itertools.product(widths, registers, ("auto", "row", "channel"), (None, True, False))]
 
 
 def num_cores(target: Target) -> int:
@@ -135,15 +175,18 @@ _MAX_CHANNEL_VECTOR_WEIGHT_BYTES = 2 * 2**20
 
 
 def _vector_axis(sch, block, spatial: list[int], extents: list[int], reduction: int, pointwise: bool,
-                 lanes: int) -> int:
+                 lanes: int, choice: str = "auto") -> int:
     """The innermost output axis (the image row), unless its reads are strided or its extent (13,
     27, 28 ...) leaves lanes idle, and the output channels fill every lane without gathers. A
     pointwise block (one reduction axis: a 1x1 convolution, a matmul) always takes the channels
     then: its rows of output pixels, split into full tiles and a last one, beat 7-of-8-lane row
-    vectors (48->128 on 28x28: 2x)."""
+    vectors (48->128 on 28x28: 2x). ``choice`` "row" or "channel" (Knobs.vector_axis) takes that
+    axis where the channels can be vectorised at all."""
     stmt = sch.get(block)
     inner = spatial[-1]
     channels = [i for i in spatial[:-1] if _fill(extents[i], lanes) >= 1.0 and _indexes_directly(sch, stmt, i)]
+    if channels and choice != "auto":
+        return inner if choice == "row" else channels[-1]
     strided = _strided(stmt, inner)
     if not channels or _fill(extents[inner], lanes) >= 1.0 and not strided:
         return inner
@@ -202,7 +245,8 @@ def _tile_score(rows: int, vectors: int) -> float:
     return rows * vectors / (rows + vectors)
 
 
-def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int, tail: bool = False) -> tuple[int, int]:
+def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int, tail: bool = False,
+                registers: int = _VECTOR_REGISTERS) -> tuple[int, int]:
     """Register rows x vector width of the micro-kernel.
 
     Each step loads one vector per column vector and one broadcast per row and does rows x
@@ -222,12 +266,12 @@ def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int, tail: bool = False
         counts = (1, 2, 4) if lanes > 1 else range(1, 7)
         vector_options = [(k, k * lanes) for k in counts if vec_extent % (k * lanes) == 0]
     best, best_score = (1, vector_options[0][1]), -1.0
-    for rows in range(1, min(reg_extent, _VECTOR_REGISTERS) + 1):
+    for rows in range(1, min(reg_extent, registers) + 1):
         if reg_extent % rows and not tail:
             continue
         full, rest = divmod(reg_extent, rows)
         for vectors, width in vector_options:
-            if rows * vectors + vectors + 1 > _VECTOR_REGISTERS:
+            if rows * vectors + vectors + 1 > registers:
                 continue
             score = (full * rows * _tile_score(rows, vectors) + rest * _tile_score(rest, vectors)) / reg_extent
             if score > best_score + 1e-9:
@@ -235,7 +279,7 @@ def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int, tail: bool = False
     return best
 
 
-def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None:
+def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores, knobs: Knobs) -> None:
     """Register-tile a spatial x reduction block: S-outer (parallel), R, S-reg (unrolled), S-vec."""
     spatial = [i for i, k in enumerate(kinds) if k == _DATA_PAR]
     reduce = [i for i, k in enumerate(kinds) if k == _COMM_REDUCE]
@@ -243,7 +287,7 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
         return
     reduction = math.prod(extents[i] for i in reduce)
     pointwise = sum(extents[i] > 1 for i in reduce) == 1
-    vec_axis = _vector_axis(sch, block, spatial, extents, reduction, pointwise, lanes)
+    vec_axis = _vector_axis(sch, block, spatial, extents, reduction, pointwise, lanes, knobs.vector_axis)
     others = [i for i in spatial if i != vec_axis and extents[i] > 1]
     stmt = sch.get(block)
     # Rows of the micro-kernel: an axis the data read ignores (the output channels), so each loaded
@@ -258,19 +302,22 @@ def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores) -> None
     # 224x224: 9x faster than a pass over the image per tile). Otherwise each weight tile stays.
     order = list(spatial)
     input_elements = math.prod(int(extent) for extent in stmt.reads[0].source.shape)
-    if reg_axis in broadcast and input_elements > reduction * extents[reg_axis]:
+    channels_inner = knobs.channels_inner
+    if channels_inner is None:
+        channels_inner = input_elements > reduction * extents[reg_axis] if reg_axis is not None else False
+    if reg_axis in broadcast and channels_inner:
         order.remove(reg_axis)
         order.append(reg_axis)
     reg_tile, vec_tile = _tile_sizes(
-        extents[reg_axis] if reg_axis is not None else 1, extents[vec_axis], lanes, tail=order[-1] == reg_axis
-    )
+        extents[reg_axis] if reg_axis is not None else 1, extents[vec_axis], lanes, tail=order[-1] == reg_axis,
+        registers=knobs.registers)
     # One vector wide (56, 28, 14 ...): more vectors come from a further output axis (the rows of
     # the image), each its own load, so every broadcast weight feeds several FMAs.
     group_axis, group_tile = None, 1
     rest = [i for i in others if i != reg_axis]
     if vec_tile <= lanes and reg_axis in broadcast and rest:
         group_axis = rest[-1]
-        reg_tile, group_tile = _tile_sizes(extents[reg_axis], extents[group_axis], 1)
+        reg_tile, group_tile = _tile_sizes(extents[reg_axis], extents[group_axis], 1, registers=knobs.registers)
     _pack_weights(sch, block, vec_axis, vec_tile)
     outer, inner = {}, []
     for i in spatial:
@@ -395,14 +442,17 @@ def _inline_elementwise_chains(sch: s_tir.Schedule) -> bool:
     return changed
 
 
-def default_schedule(sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | None:
+def default_schedule(sch: s_tir.Schedule, target: Target, knobs: Knobs = Knobs()) -> s_tir.Schedule | None:
     """``sch`` with every block the rules fit scheduled, or None when no block matched a rule.
 
     Each block is scheduled on its own; a block whose schedule a primitive rejects is left as it
     was (every primitive checks before it changes anything), so the result is always valid. The
-    returned schedule carries the trace, so MetaSchedule can take it as one candidate (tune.py).
+    returned schedule carries the trace, so MetaSchedule can take it as one candidate, and tuning
+    measures it under each of knob_space's ``knobs`` (tune.py).
     """
     lanes = vector_lanes(target)
+    if knobs.vector_bits is not None:
+        lanes = min(lanes, max(1, knobs.vector_bits // 32))
     cores = num_cores(target)
     changed = _inline_elementwise_chains(sch)
     for name in [sch.get(block).name_hint for block in sch.get_child_blocks(get_root_block(sch))]:
@@ -417,7 +467,7 @@ def default_schedule(sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | No
         trial = sch.copy()
         try:
             if _COMM_REDUCE in kinds:
-                _schedule_reduction(trial, block, loops, extents, kinds, lanes, cores)
+                _schedule_reduction(trial, block, loops, extents, kinds, lanes, cores, knobs)
             else:
                 _schedule_injective(trial, block, loops, extents, cores)
         except (s_tir.ScheduleError, RuntimeError, IndexError):  # the rule does not fit this block
@@ -425,6 +475,19 @@ def default_schedule(sch: s_tir.Schedule, target: Target) -> s_tir.Schedule | No
         sch = trial
         changed = True
     return sch if changed else None
+
+
+def distinct_knobs(mod: tvm.IRModule, target: Target) -> list[Knobs]:
+    """The settings of knob_space that schedule ``mod``'s kernel differently from each other (the
+    first setting of each distinct schedule, so the defaults come first)."""
+    found, schedules = [], []
+    for knobs in knob_space(target):
+        sch = default_schedule(s_tir.Schedule(mod), target, knobs)
+        scheduled = mod if sch is None else sch.mod
+        if not any(tvm_ffi.structural_equal(scheduled, seen) for seen in schedules):
+            found.append(knobs)
+            schedules.append(scheduled)
+    return found
 
 
 def schedule_prim_func(func: tirx.PrimFunc, target: Target) -> tirx.PrimFunc | None:

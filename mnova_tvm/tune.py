@@ -2,8 +2,9 @@
 
 A board's kernels are the PrimFuncs of its modules once fused and legalized, the same passes
 compilation runs (transform.kernel_module), so records match at compile time. Each kernel is
-first measured with its default schedule and recorded; MetaSchedule's evolutionary search then
-adds its own candidates to the same database. Compilation and profiling apply the best record
+first measured with its default schedule, then with the same rules under every other setting of
+their knobs that schedules it differently (kernels.knob_space: vector width and axis, registers,
+loop order); MetaSchedule's evolutionary search adds its own candidates with the trials left. Compilation and profiling apply the best record
 of each kernel (lowering_pipeline's `database`), so a tuned kernel is never one measured slower
 than its default. The database is a folder per board (MetaSchedule's JSON files), so tuning is
 resumable: a kernel that already has its trials is skipped.
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import tvm
+import tvm_ffi
 
 from .errors import MnovaError, last_line
 from .targets import Board
@@ -81,7 +83,6 @@ def apply_database_pass(database, target) -> tvm.transform.Pass:
 
 def kernel_tasks(mods: Sequence[tvm.IRModule], board: Board):
     """MetaSchedule tasks for the kernels of `mods` on `board`, identical kernels merged (weights added)."""
-    import tvm_ffi
     from tvm.s_tir import meta_schedule as ms
 
     from .transform import kernel_module
@@ -156,14 +157,14 @@ def tune(mods: Sequence[tvm.IRModule], board: Board, root, trials_per_kernel: in
          rpc: tuple[str, int, str] | None = None, seed: int = 0, log=print) -> TuneSummary:
     """Tune the kernels of `mods` for `board` into `root`/<board>/.
 
-    `trials_per_kernel` counts the default schedule; `max_kernels` keeps the heaviest kernels
-    (FLOPs x uses). `rpc` = (tracker host, port, key) measures on a device over TVM RPC, otherwise
+    `trials_per_kernel` counts the default schedule and its knob settings; `max_kernels` keeps the
+    heaviest kernels (FLOPs x uses). `rpc` = (tracker host, port, key) measures on a device over TVM RPC, otherwise
     on this machine (right for the host board and for emulated devices, whose quota scales every
     candidate alike).
     """
     from tvm.s_tir import meta_schedule as ms
 
-    from .kernels import default_schedule
+    from .kernels import default_schedule, distinct_knobs
 
     if trials_per_kernel < 1:
         raise MnovaError("--trials must be at least 1 (the default schedule's measurement)")
@@ -204,18 +205,34 @@ def tune(mods: Sequence[tvm.IRModule], board: Board, root, trials_per_kernel: in
                           num_trials_per_iter=min(16, trials_each), builder=builder, runner=runner,
                           database=database, cost_model="xgb", task_scheduler="round-robin")
 
-    def default_space(sch):
-        scheduled = default_schedule(sch, target)
-        return [scheduled if scheduled is not None else sch]
+    variants_of: dict[int, list] = {}  # a kernel's structural hash -> the knobs giving distinct schedules
+
+    def knobs_of(mod) -> list:
+        key = tvm_ffi.structural_hash(mod)
+        if key not in variants_of:
+            variants_of[key] = distinct_knobs(mod, target)
+        return variants_of[key]
+
+    def variant_space(index: int):
+        def space(sch):
+            knobs = knobs_of(sch.mod)
+            scheduled = default_schedule(sch, target, knobs[index]) if index < len(knobs) else None
+            return [scheduled if scheduled is not None else sch]
+        return ms.space_generator.ScheduleFn(space)
 
     try:
-        stage([t for t, c in zip(tasks, counts) if c == 0], ms.space_generator.ScheduleFn(default_space),
-              "replay-func", 1, "measuring the default schedules")
-        todo = [t for t in tasks if _record_count(database, t) < trials_per_kernel]
+        # Our schedule under each distinct knob setting, the defaults first, one trial each.
+        for index in range(min(trials_per_kernel, max(len(knobs_of(t.dispatched[0])) for t in tasks) if tasks else 0)):
+            todo = [t for t in tasks if _record_count(database, t) == index and index < len(knobs_of(t.dispatched[0]))]
+            stage(todo, variant_space(index), "replay-func", 1,
+                  "measuring the default schedules" if index == 0 else f"measuring knob setting {index + 1}")
+        remaining: dict[int, list] = {}  # trials left -> the kernels with that many left
+        for t in tasks:
+            remaining.setdefault(trials_per_kernel - _record_count(database, t), []).append(t)
         population = min(128, max(16, 4 * trials_per_kernel))  # no use breeding 512 to measure a few
-        stage(todo, "post-order-apply",
-              ms.search_strategy.EvolutionarySearch(population_size=population, init_min_unmeasured=population // 4),
-              trials_per_kernel - 1, "searching")
+        for left, todo in sorted(remaining.items(), reverse=True):
+            stage(todo, "post-order-apply", ms.search_strategy.EvolutionarySearch(
+                population_size=population, init_min_unmeasured=population // 4), left, "searching")
     except Exception as err:
         raise MnovaError(f"tuning for {board.name} failed: {last_line(err)}; what was "
                          f"measured is kept in {folder}, rerun to resume") from None

@@ -5,10 +5,11 @@ import pytest
 import tvm
 from onnx import TensorProto, helper, numpy_helper
 from tvm import relax
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.support import cc
 
 from mnova_tvm import frontend, kernels, zoo
-from mnova_tvm.transform import FastSigmoid, SubsampleStridedPointwise, fusion_passes, lowering_pipeline
+from mnova_tvm.transform import FastSigmoid, SubsampleStridedPointwise, fusion_passes, kernel_module, lowering_pipeline
 
 HOST = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4}
@@ -224,3 +225,37 @@ def test_awkward_width_gets_full_tiles_and_a_last_one():
                        if isinstance(f, tvm.tirx.PrimFunc) and "conv2d" in gv.name_hint and "weight_prepack" not in gv.name_hint)
     assert "pragma_loop_partition_hint" in kernel, kernel
     assert "T.int64" not in kernel and "pad_temp" not in kernel, kernel
+
+
+AVX2 = tvm.target.Target({"kind": "llvm", "mcpu": "haswell", "num-cores": 2})
+
+
+def _run_kernel(kernel, target, arrays):
+    func = tvm.compile(kernels.narrow_partitioned_kernels(kernel), target)
+    tensors = [tvm.runtime.tensor(a) for a in arrays]
+    func(*tensors)
+    return [t.numpy() for t in tensors]
+
+
+@pytest.mark.parametrize("name", ["conv3x3", "conv1x1_width28", "conv_width13", "conv7x7_stride2", "depthwise"])
+def test_every_knob_setting_computes_the_same_kernel(name):
+    """Tuning measures the default schedule under each setting of knob_space (vector width and
+    axis, registers, loop order): each distinct schedule computes what the unscheduled kernel does."""
+    settings = kernels.knob_space(AVX2)
+    assert settings[0] == kernels.Knobs() and len(set(settings)) == len(settings)
+    mod = kernel_module(frontend.import_onnx(CASES[name]), AVX2)
+    rng = np.random.default_rng(3)
+    variants = 0
+    for _, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc) or "conv2d" not in func.script() and "matmul" not in func.script():
+            continue
+        kernel = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+        arrays = [rng.standard_normal([int(d) for d in arg.shape]).astype(str(arg.dtype))
+                  for arg in ArgInfo.from_prim_func(func)]
+        expected = _run_kernel(kernel, AVX2, arrays)
+        for knobs in kernels.distinct_knobs(kernel, AVX2):
+            scheduled = kernels.default_schedule(tvm.s_tir.Schedule(kernel), AVX2, knobs).mod
+            for got, want in zip(_run_kernel(scheduled, AVX2, arrays), expected):
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()), err_msg=str(knobs))
+            variants += 1
+    assert variants > 1, "no kernel had more than its default schedule to measure"
