@@ -20,8 +20,8 @@ def register(sub) -> None:
     parser.add_argument("--plan", default=None, help="Plan JSON: tune the slices each device runs (with --cluster)")
     parser.add_argument("--rpc", action="store_true",
                         help="measure on the cluster's devices over its RPC tracker (default: on this machine)")
-    parser.add_argument("--trials", type=int, default=64, help="measured candidates per kernel, the default schedule "
-                        "included (default 64)")
+    parser.add_argument("--trials", type=int, default=64, help="measured candidates per kernel: the default schedule, "
+                        "then its other knob settings, then MetaSchedule's search (default 64)")
     parser.add_argument("--kernels", type=int, default=None, help="tune only the N heaviest kernels (FLOPs x uses)")
     parser.set_defaults(func=run)
 
