@@ -4,9 +4,9 @@ A board's kernels are the PrimFuncs of its modules once fused and legalized, the
 compilation runs (transform.kernel_module), so records match at compile time. Each kernel is
 first measured with its default schedule, then with the same rules under every other setting of
 their knobs that schedules it differently (kernels.knob_space: vector width and axis, registers,
-loop order); MetaSchedule's evolutionary search adds its own candidates with the trials left. Compilation and profiling apply the best record
-of each kernel (lowering_pipeline's `database`), so a tuned kernel is never one measured slower
-than its default. The database is a folder per board (MetaSchedule's JSON files), so tuning is
+loop order); MetaSchedule's evolutionary search adds its own candidates with the trials left.
+Compilation and profiling apply the best record of each kernel (lowering_pipeline's `database`),
+so a tuned kernel is never one measured slower than its default. The database is a folder per board (MetaSchedule's JSON files), so tuning is
 resumable: a kernel that already has its trials is skipped.
 """
 
@@ -158,9 +158,9 @@ def tune(mods: Sequence[tvm.IRModule], board: Board, root, trials_per_kernel: in
     """Tune the kernels of `mods` for `board` into `root`/<board>/.
 
     `trials_per_kernel` counts the default schedule and its knob settings; `max_kernels` keeps the
-    heaviest kernels (FLOPs x uses). `rpc` = (tracker host, port, key) measures on a device over TVM RPC, otherwise
-    on this machine (right for the host board and for emulated devices, whose quota scales every
-    candidate alike).
+    heaviest kernels (FLOPs x uses). `rpc` = (tracker host, port, key) measures on a device over
+    TVM RPC, otherwise on this machine (right for the host board and for emulated devices, whose
+    quota scales every candidate alike).
     """
     from tvm.s_tir import meta_schedule as ms
 

@@ -256,6 +256,7 @@ def test_every_knob_setting_computes_the_same_kernel(name):
         for knobs in kernels.distinct_knobs(kernel, AVX2):
             scheduled = kernels.default_schedule(tvm.s_tir.Schedule(kernel), AVX2, knobs).mod
             for got, want in zip(_run_kernel(scheduled, AVX2, arrays), expected):
-                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()), err_msg=str(knobs))
+                np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()),
+                                           err_msg=str(knobs))
             variants += 1
     assert variants > 1, "no kernel had more than its default schedule to measure"
