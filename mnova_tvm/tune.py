@@ -6,8 +6,9 @@ first measured with its default schedule, then with the same rules under every o
 their knobs that schedules it differently (kernels.knob_space: vector width and axis, registers,
 loop order); MetaSchedule's evolutionary search adds its own candidates with the trials left.
 Compilation and profiling apply the best record of each kernel (lowering_pipeline's `database`),
-so a tuned kernel is never one measured slower than its default. The database is a folder per board (MetaSchedule's JSON files), so tuning is
-resumable: a kernel that already has its trials is skipped.
+so a tuned kernel is never one measured slower than its default. The database is a folder per
+board (MetaSchedule's JSON files), so tuning is resumable: a kernel that already has its trials
+is skipped.
 """
 
 from __future__ import annotations
@@ -215,15 +216,15 @@ def tune(mods: Sequence[tvm.IRModule], board: Board, root, trials_per_kernel: in
 
     def variant_space(index: int):
         def space(sch):
-            knobs = knobs_of(sch.mod)
-            scheduled = default_schedule(sch, target, knobs[index]) if index < len(knobs) else None
+            scheduled = default_schedule(sch, target, knobs_of(sch.mod)[index])
             return [scheduled if scheduled is not None else sch]
         return ms.space_generator.ScheduleFn(space)
 
     try:
         # Our schedule under each distinct knob setting, the defaults first, one trial each.
-        for index in range(min(trials_per_kernel, max(len(knobs_of(t.dispatched[0])) for t in tasks) if tasks else 0)):
-            todo = [t for t in tasks if _record_count(database, t) == index and index < len(knobs_of(t.dispatched[0]))]
+        settings = [len(knobs_of(t.dispatched[0])) for t in tasks]
+        for index in range(min(trials_per_kernel, max(settings, default=0))):
+            todo = [t for t, n in zip(tasks, settings) if index < n and _record_count(database, t) == index]
             stage(todo, variant_space(index), "replay-func", 1,
                   "measuring the default schedules" if index == 0 else f"measuring knob setting {index + 1}")
         remaining: dict[int, list] = {}  # trials left -> the kernels with that many left
