@@ -9,6 +9,7 @@ memory its server reached (cgroup, on the emulated testbed).
 from __future__ import annotations
 
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,8 +112,10 @@ def coordinator_latencies(cluster: Cluster, state: testbed.ClusterState | None) 
 
 def run_plan(mod: tvm.IRModule, graph: OpGraph, plan: Plan, cluster: Cluster, state: testbed.ClusterState,
              inputs: list[np.ndarray], workdir: Path, model: str, repeat: int = 5, timeout_s: float = 300.0,
-             log=print) -> RunReport:
-    """Compile, deploy and run `plan` on the running `cluster`; `mod` is the prepared module."""
+             log=print, gap_s: float = 0.0) -> RunReport:
+    """Compile, deploy and run `plan` on the running `cluster`; `mod` is the prepared module.
+    `gap_s` seconds apart, the timed runs sample a shared machine's slow and fast spells alike
+    (profile.Timing) instead of all falling in one."""
     if repeat < 1:
         raise MnovaError(f"--repeat must be at least 1, got {repeat}")
     devices = [cluster.device(name) for name in plan.devices]
@@ -136,7 +139,10 @@ def run_plan(mod: tvm.IRModule, graph: OpGraph, plan: Plan, cluster: Cluster, st
     log(f"running {model} on {len(runners) - runners.count(None)} of {len(devices)} devices "
         f"({len(segs)} segments), 1 warm-up + {repeat} runs")
     execute(graph, plan, segs, runners, inputs, names, timeout_s)
-    runs = [execute(graph, plan, segs, runners, inputs, names, timeout_s) for _ in range(repeat)]
+    runs = []
+    for _ in range(repeat):
+        time.sleep(gap_s)
+        runs.append(execute(graph, plan, segs, runners, inputs, names, timeout_s))
     reference, reference_ms = reference_outputs(mod, inputs, repeat=3)
     ok, diff = compare(runs[-1].outputs, reference)
     median_run = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]

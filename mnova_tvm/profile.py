@@ -33,7 +33,7 @@ FRACTIONS = (0.25, 0.5, 0.75)
 # Sizes a link is timed at: dense where shaped links bend (a token bucket's burst, ~100 KiB).
 LINK_SIZES = (256, 16 * 2**10, 64 * 2**10, 128 * 2**10, 256 * 2**10, 2**20, 4 * 2**20)
 OP_COLUMNS = ("row", "date", "device_kind", "model", "node", "op", "dim", "units", "total_units", *FEATURES,
-              "latency_s", "repeats")  # and "passes" (absent in rows timed in one pass)
+              "latency_s", "repeats")  # and "min_repeat_ms", "passes", "statistic" (absent in older rows)
 LINK_COLUMNS = ("row", "date", "device", "device_kind", "kind", "bytes", "seconds")
 
 
@@ -44,29 +44,43 @@ def device_kind(device: Device) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Timing:
-    """How a slice is timed: the median of `repeats` runs of at least `min_repeat_ms` each, in
-    each of `passes` passes over a chunk of slices, keeping the fastest pass. A shared machine's
-    speed changes for seconds at a time (squeezenet1_1 timed every 0.5 s on an idle 2-core Xeon
-    read 11.7 to 16.2 ms, in runs of one to four readings), so one reading is off by more than
-    10 % about half the time, and passes seconds apart rarely all fall in a slow spell."""
+    """How a slice is timed: in each of `passes` passes over a chunk of slices, the median of
+    `repeats` runs of at least `min_repeat_ms` each; the slice's latency is the `statistic`
+    ("median" or "min") of its passes.
+
+    A shared machine's speed changes for seconds at a time: on this 2-core EPYC VM an AVX2 loop
+    timed every 15 ms read 8.7 to 24.6 ms (median 14.1), in runs of dozens of readings, while a
+    scalar loop stayed within 3 %: the vector units are shared with other tenants. Readings
+    taken within one such spell agree with each other and not with the next spell, so repeats
+    back to back add little; passes seconds apart sample different spells. Their median is what
+    a second profile reproduces (120 squeezenet1_1 slices, passes ~2.5 s apart: a second
+    measurement within ±10 % of the first in 79 % of slices with one pass, 96 % with the median
+    of 5, 98 % of 7), their minimum is not (55 % with 5: a fast spell is rare and brief)."""
 
     repeats: int
     min_repeat_ms: int
     passes: int = 1
+    statistic: str = "median"
+
+    def combine(self, readings: Sequence[float]) -> float:
+        return min(readings) if self.statistic == "min" else statistics.median(readings)
 
 
-FULL_TIMING = Timing(3, 20, passes=3)
-# Quick: two repeats of at least 2 ms, so a small kernel is timed warm over many calls (single
-# cold calls of microsecond kernels read ~2x their in-model time), still seconds per model.
-QUICK_TIMING = Timing(2, 2)
+FULL_TIMING = Timing(1, 10, passes=7)
+# Quick: a few seconds per model; small kernels timed warm over many calls (single cold calls of
+# microsecond kernels read ~2x their in-model time).
+QUICK_TIMING = Timing(1, 2, passes=3)
 
 
 def timing_of(row) -> Timing:
-    """The timing protocol a dataset row was measured with, to time it again the same way (rows
-    written before passes existed were timed in one)."""
-    if int(row["repeats"]) == QUICK_TIMING.repeats:
-        return QUICK_TIMING
-    return dataclasses.replace(FULL_TIMING, passes=int(row.get("passes", 1)))
+    """The timing protocol a dataset row was measured with, to time it again the same way. Rows
+    written before the statistic was recorded kept the fastest pass: 3 repeats of 20 ms (in one
+    pass, or in the passes given), or quick, 2 repeats of 2 ms."""
+    if "statistic" in row:
+        return Timing(int(row["repeats"]), int(row["min_repeat_ms"]), int(row["passes"]), row["statistic"])
+    if int(row["repeats"]) == 2:
+        return Timing(2, 2, statistic="min")
+    return Timing(3, 20, passes=int(row.get("passes", 1)), statistic="min")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,50 +249,64 @@ def _loads_within(graph: OpGraph, job: Job, limit_bytes: int | None) -> bool:
 def _time_slices(session, device: Device, module: tvm.IRModule, lib: Path, indexed, weights: dict, graph: OpGraph,
                  model: str, date: str, timing: Timing, deadline: float | None, dataset: Path) -> list[dict]:
     """Time functions `p{i}` of `lib` (compiled from `module`) on `device` for the (i, job) pairs
-    in `indexed`, in `timing.passes` passes, until the deadline; the rows are appended to `dataset`
-    and returned. Each job's arguments and weights are uploaded anew in each pass, so the device
-    holds one job's at a time."""
+    in `indexed`, until the deadline; the rows are appended to `dataset` and returned.
+
+    The jobs are taken in windows of about WINDOW_S seconds, each window timed in all of
+    `timing.passes` passes before the next, so a job's passes are seconds apart (in different
+    spells of the machine's speed) and the deadline stops between windows. Each job's arguments
+    and weights are uploaded anew in each pass, so the device holds one job's at a time."""
     kind = device_kind(device)
     dev = session.cpu()
-    fastest: dict[int, float] = {}
-    passes: dict[int, int] = {}
+    readings: dict[int, list[float]] = {}
+    timed: list[dict] = []
 
-    def rows() -> list[dict]:
-        return [{"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
+    def reading(i: int) -> float:
+        rng = np.random.default_rng(i)
+        args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
+                for p in module[f"p{i}"].params]
+        args += [tvm.runtime.tensor(w, dev) for w in weights.get(f"p{i}", ())]
+        return _median_seconds(vm, dev, f"p{i}", args, timing.repeats, timing.min_repeat_ms)
+
+    def record(window) -> None:
+        rows = [{"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
                  "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units,
                  "total_units": job.total_units, **dict(zip(FEATURES, job_features(graph, job))),
-                 "latency_s": fastest[i], "repeats": timing.repeats, "passes": passes[i]}
-                for i, job in indexed if i in fastest]
+                 "latency_s": timing.combine(readings[i]), "repeats": timing.repeats,
+                 "min_repeat_ms": timing.min_repeat_ms, "passes": timing.passes, "statistic": timing.statistic}
+                for i, job in window if len(readings.get(i, ())) == timing.passes]
+        _append(dataset, rows)  # window by window: an interrupted profile resumes after the last
+        timed.extend(rows)
 
     vm = None
+    pending = list(indexed)
     try:
         session.upload(str(lib))
         vm = relax.VirtualMachine(session.load_module(lib.name), dev)
-        for _ in range(timing.passes):
-            rng = np.random.default_rng(0)
-            for i, job in indexed:
-                if deadline is not None and time.monotonic() > deadline:
-                    break
-                args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
-                        for p in module[f"p{i}"].params]
-                args += [tvm.runtime.tensor(w, dev) for w in weights.get(f"p{i}", ())]
-                seconds = _median_seconds(vm, dev, f"p{i}", args, timing.repeats, timing.min_repeat_ms)
-                args = None
-                fastest[i] = min(seconds, fastest.get(i, seconds))
-                passes[i] = passes.get(i, 0) + 1
+        while pending and (deadline is None or time.monotonic() < deadline):
+            window, started = [], time.monotonic()
+            while pending and (not window or time.monotonic() - started < WINDOW_S):
+                i, job = pending.pop(0)
+                readings[i] = [reading(i)]
+                window.append((i, job))
+            for _ in range(timing.passes - 1):
+                for i, _job in window:
+                    readings[i].append(reading(i))
+            record(window)
     except MnovaError:
         raise
     except Exception as err:
-        _append(dataset, rows())  # what was timed stays: a rerun resumes after it
         raise ProfilingInterrupted(f"device {device.name} stopped answering while profiling {model} "
                                    f"({last_line(err)}); its memory limit or a crash? see its log, "
                                    f"restart the cluster and rerun to resume") from None
     finally:
         vm = None  # releases the library on the device before the next one is loaded
     _empty_pool(session)
-    timed = rows()
-    _append(dataset, timed)
     return timed
+
+
+# Seconds of a window's first pass (see _time_slices): passes this far apart fall in different
+# spells of a shared machine's speed (Timing).
+WINDOW_S = 3.0
 
 
 # Bytes one profiling library may hold on a device: its constants plus the outputs of its jobs
@@ -349,7 +377,7 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
                     quick: bool = False, log=print) -> int:
     """Profile each device kind of `cluster` once (on its first device) on `models`, then every link.
 
-    `quick` times each slice in one pass of two repeats of at least 2 ms (several times faster, noisier)."""
+    `quick` times each slice in 3 passes of at least 2 ms (QUICK_TIMING: several times faster, noisier)."""
     from .graph import from_relax
     from .runtime import prepare
 

@@ -14,7 +14,7 @@ from mnova_tvm.geneflow import GAConfig
 from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import Plan, device_memory, partition_op, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
-from mnova_tvm.profile import (QUICK_TIMING, Timing, calibrate, device_kind, job_features, jobs_for, profile_cluster,
+from mnova_tvm.profile import (FULL_TIMING, QUICK_TIMING, Timing, calibrate, device_kind, job_features, jobs_for, profile_cluster,
                                profile_devices, read_dataset, timing_of)
 from mnova_tvm.runtime import prepare
 from mnova_tvm.targets import load_cluster
@@ -162,10 +162,16 @@ def test_bench_planners_writes_results_and_geneflow_is_never_worse_than_its_seed
 
 
 def test_timing_of_a_row_is_how_it_was_timed():
-    full = Timing(3, 20, passes=3)
-    assert timing_of({"repeats": 3, "passes": 3}) == full
-    assert timing_of({"repeats": 3}) == Timing(3, 20, passes=1)  # written before passes existed
-    assert timing_of({"repeats": QUICK_TIMING.repeats, "passes": 1}) == QUICK_TIMING
+    for timing in (FULL_TIMING, QUICK_TIMING, Timing(2, 5, passes=4, statistic="min")):
+        row = {"repeats": timing.repeats, "min_repeat_ms": timing.min_repeat_ms, "passes": timing.passes,
+               "statistic": timing.statistic}
+        assert timing_of(row) == timing
+    # rows written before the statistic was recorded kept the fastest pass
+    assert timing_of({"repeats": 3, "passes": 3}) == Timing(3, 20, passes=3, statistic="min")
+    assert timing_of({"repeats": 3}) == Timing(3, 20, passes=1, statistic="min")  # before passes existed
+    assert timing_of({"repeats": 2, "passes": 1}) == Timing(2, 2, statistic="min")  # the old quick timing
+    assert Timing(1, 1, passes=3).combine([3.0, 1.0, 2.0]) == 2.0
+    assert Timing(1, 1, passes=3, statistic="min").combine([3.0, 1.0, 2.0]) == 1.0
 
 
 def test_dataset_errors(tmp_path):
@@ -272,19 +278,25 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
         compiled = len(libraries)
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
         assert dataset.read_text() == first and len(libraries) == compiled  # resumed: nothing compiled or timed twice
-        # passes: each slice timed once per pass over its chunk, the fastest kept
-        readings = iter([3.0, 2.0, 5.0, 1.0, 4.0, 6.0])  # pass 1: jobs a, b; pass 2: a, b; pass 3: a, b
-        called = []
+        # passes: a window of slices (one here: the readings are instant) timed in every pass before
+        # the next window, the median kept; a window per slice when the first pass has no time to spare
         two = jobs_for(graph)[:2]
-        with monkeypatch.context() as patched:
-            patched.setattr("mnova_tvm.profile.CHUNK_BYTES", 2**40)  # both in one library
-            patched.setattr("mnova_tvm.profile._median_seconds",
-                            lambda vm, dev, fname, args, repeat, ms: called.append((repeat, ms)) or next(readings))
-            profile_devices(state, cluster.devices[:1], prepare(mod), graph, "edge", tmp_path / "passes.jsonl",
-                            tmp_path, Timing(4, 1, passes=3), jobs=two, log=lambda *_: None)
-        timed = {(r["node"], r["dim"], r["units"]): r for r in read_dataset(tmp_path / "passes.jsonl")[0]}
-        assert [timed[(j.node, j.dim, j.units)]["latency_s"] for j in two] == [3.0, 1.0]
-        assert {r["passes"] for r in timed.values()} == {3} and set(called) == {(4, 1)}
+        for window_s, latencies in ((60.0, [4.0, 2.0]), (0.0, [3.0, 4.0])):
+            readings = iter([3.0, 2.0, 5.0, 1.0, 4.0, 6.0])
+            called = []
+            dataset_passes = tmp_path / f"passes-{window_s:g}.jsonl"
+            with monkeypatch.context() as patched:
+                patched.setattr("mnova_tvm.profile.CHUNK_BYTES", 2**40)  # both in one library
+                patched.setattr("mnova_tvm.profile.WINDOW_S", window_s)
+                patched.setattr("mnova_tvm.profile._median_seconds",
+                                lambda vm, dev, fname, args, repeat, ms: called.append((fname, repeat, ms)) or next(readings))
+                profile_devices(state, cluster.devices[:1], prepare(mod), graph, "edge", dataset_passes,
+                                tmp_path, Timing(4, 1, passes=3), jobs=two, log=lambda *_: None)
+            timed = {(r["node"], r["dim"], r["units"]): r for r in read_dataset(dataset_passes)[0]}
+            assert [timed[(j.node, j.dim, j.units)]["latency_s"] for j in two] == latencies
+            assert [f for f, _, _ in called] == (["p0", "p1"] * 3 if window_s else ["p0"] * 3 + ["p1"] * 3)
+            assert {(r["passes"], r["statistic"]) for r in timed.values()} == {(3, "median")}
+            assert {(repeat, ms) for _, repeat, ms in called} == {(4, 1)}
         ops, links = read_dataset(dataset)
         model = train(ops, links, log=lambda *_: None)
         calibrate(model, cluster, state, mod, "edge", tmp_path, log=lambda *_: None)

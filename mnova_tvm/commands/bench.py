@@ -77,7 +77,7 @@ def register(sub) -> None:
     costmodel.add_argument("--test-fraction", type=float, default=0.2, help="operator shapes held out per split")
     costmodel.add_argument("--remeasure", type=int, default=150, help="profiled slices timed again per device kind")
     costmodel.add_argument("--generations", type=int, default=40)
-    costmodel.add_argument("--repeat", type=int, default=5)
+    costmodel.add_argument("--repeat", type=int, default=9)
     costmodel.add_argument("--out", default="benchmarks/costmodel.md", help="results file (default benchmarks/costmodel.md)")
     costmodel.set_defaults(func=run_costmodel)
 
@@ -518,8 +518,12 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
 
 
 def _timing_text(timing) -> str:
-    fastest = f", the fastest of {timing.passes} passes over the model's slices" if timing.passes > 1 else ""
-    return f"median of {timing.repeats} repeats of at least {timing.min_repeat_ms} ms{fastest}"
+    runs = (f"median of {timing.repeats} repeats" if timing.repeats > 1 else "a run") + \
+        f" of at least {timing.min_repeat_ms} ms"
+    if timing.passes == 1:
+        return runs
+    statistic = "fastest" if timing.statistic == "min" else "median"
+    return f"the {statistic} of {timing.passes} passes seconds apart, each {runs}"
 
 
 def run_costmodel(args) -> int:
@@ -580,7 +584,7 @@ with the dataset: no predictor can agree with the dataset more often than a seco
 
 Each plan predicted by the cost model fitted on the whole dataset (with the cluster's links, and each device kind
 calibrated by whole-model runs of {calibrated_on}, the median of {CALIBRATION_RUNS} runs {CALIBRATION_GAP_S:g} s apart), then compiled, deployed and run over TVM RPC: median of
-{args.repeat} runs after a warm-up, output checked against single-device TVM. Error: predicted / measured - 1.
+{args.repeat} runs {CALIBRATION_GAP_S:g} s apart after a warm-up, output checked against single-device TVM. Error: predicted / measured - 1.
 Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; median |error|
 {100 * statistics.median(abs(e) for e in errors) if errors else float("nan"):.1f} %.
 Profiled: the share of the model's own operator slices in the dataset (for the cluster's device kinds); at 0 %
@@ -615,7 +619,7 @@ every prediction is of shapes the cost model never saw.
                     try:
                         run = run_plan(mod, graph, planned.plan, cluster, state, inputs,
                                        workdir / f"{name}-{strategy.replace(':', '-')}", name, args.repeat,
-                                       log=lambda *_: None)
+                                       log=lambda *_: None, gap_s=CALIBRATION_GAP_S)
                     except MnovaError as err:  # one plan's failure is a row of the results
                         plan_table.append(head + [f"failed: {err}", "-", "-"])
                         continue
