@@ -66,7 +66,7 @@ def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions:
         _log(out_count * out_t.nbytes / out_full), _log(weights),
         padded[1], padded[2], padded[3], in_padded[1], in_padded[2],
         node.attrs.get("kernel", (1, 1))[0], node.attrs.get("strides", (1, 1))[0],
-        int(groups > 1 and groups == padded[1]), DIM_CODE[dim],
+        int(groups > 1 and groups == out_t.shape[1]), DIM_CODE[dim],  # a depthwise conv's channel slice is depthwise
     ]
 
 

@@ -25,7 +25,7 @@ from . import cluster as testbed
 from .costmodel import FEATURES, slice_features
 from .errors import MnovaError, ProfilingInterrupted, last_line
 from .graph import OpGraph, binding_names, dataflow_bindings
-from .partition import allowed_dims, op_segment, partition_op, quantise, split_size
+from .partition import allowed_dims, op_segment, partition_op, split_size
 from .runtime import _SegmentBuilder, _tensor_names
 from .targets import Cluster, Device
 
@@ -98,7 +98,8 @@ def jobs_for(graph: OpGraph, fractions: Sequence[float] = FRACTIONS) -> list[Job
         jobs.append(Job(node.name, "none", 1, 1))
         for dim in allowed_dims(graph, node)[1:]:
             total = split_size(graph, node.name, dim)
-            for units in sorted({quantise(total, [f, 1 - f])[0] for f in fractions} - {0, total}):
+            shares = {partition_op(graph, node.name, dim, [f, 1 - f]).shares[0] for f in fractions}
+            for units in sorted(shares - {0, total}):
                 jobs.append(Job(node.name, dim, units, total))
     return jobs
 

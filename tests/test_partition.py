@@ -11,8 +11,8 @@ from mnova_tvm import frontend
 from mnova_tvm.errors import MnovaError
 from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import (DOWNLOAD_EXTRA, LOADED_LIBRARY_BYTES, RETURNED_SETS, OpPartition, Plan, _window_input_rows,
-                                 allowed_dims, device_memory, partition_op, quantise, region_bytes, segment_memory,
-                                 segments, single_device_plan, traffic, uniform_plan)
+                                 allowed_dims, channel_granule, device_memory, partition_op, quantise, region_bytes,
+                                 segment_memory, segments, single_device_plan, split_size, traffic, uniform_plan)
 from mnova_tvm.runtime import prepare
 from onnx_models import edge_cnn
 
@@ -29,6 +29,23 @@ def test_quantise_gives_whole_units_in_proportion(total, proportions):
     p = np.asarray(proportions)
     share = p / p.sum() if p.sum() > 0 else np.full(len(p), 1 / len(p))
     assert np.all(np.abs(np.asarray(units) - share * total) < 1 + 1e-9)
+
+
+@given(st.integers(1, 40), st.sampled_from([1, 4, 8, 16]), st.lists(st.floats(0, 10), min_size=1, max_size=6))
+def test_quantise_in_granules_gives_whole_granules_in_proportion(blocks, granule, proportions):
+    units = quantise(blocks * granule, proportions, granule)
+    assert sum(units) == blocks * granule and all(u >= 0 and u % granule == 0 for u in units)
+    assert units == tuple(granule * u for u in quantise(blocks, proportions))
+
+
+def test_channel_splits_move_blocks_a_vector_fills():
+    assert [channel_granule(c) for c in (1000, 1280, 256, 96, 64, 32, 16, 250, 3)] == [8, 16, 16, 8, 8, 4, 1, 1, 1]
+    graph = from_relax(prepare(frontend.load_model("squeezenet1_1")))
+    convs = [n for n in graph.nodes if n.op == "relax.nn.conv2d"]
+    classifier = max(convs, key=lambda n: split_size(graph, n.name, "channel"))
+    assert split_size(graph, classifier.name, "channel") == 1000
+    assert partition_op(graph, classifier.name, "channel", [1, 3]).shares == (248, 752)  # not (250, 750)
+    assert partition_op(graph, classifier.name, "height", [1, 3]).shares == (3, 10)  # rows: any count
 
 
 @settings(max_examples=300, deadline=None)
