@@ -518,7 +518,7 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
 
 
 def _timing_text(timing) -> str:
-    runs = (f"median of {timing.repeats} repeats" if timing.repeats > 1 else "a run") + \
+    runs = (f"the median of {timing.repeats} repeats" if timing.repeats > 1 else "one run") + \
         f" of at least {timing.min_repeat_ms} ms"
     if timing.passes == 1:
         return runs
@@ -552,7 +552,7 @@ def run_costmodel(args) -> int:
     if args.splits < 1 or not 0 < args.test_fraction < 1:
         raise MnovaError("--splits must be at least 1 and --test-fraction between 0 and 1")
     operator_table = _operator_rows(rows, args.splits, args.test_fraction)
-    timing_text = "; ".join(f"{n} as the {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
+    timing_text = "; ".join(f"{n} as {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
     noise_table, plan_table, errors, calibrated_on = [], [], [], None
     cluster = load_cluster(args.cluster) if args.cluster else None
     kinds = {device_kind(d) for d in cluster.devices} if cluster else set()
