@@ -55,7 +55,9 @@ class Timing:
     back to back add little; passes seconds apart sample different spells. Their median is what
     a second profile reproduces (120 squeezenet1_1 slices, passes ~2.5 s apart: a second
     measurement within ±10 % of the first in 79 % of slices with one pass, 96 % with the median
-    of 5, 98 % of 7), their minimum is not (55 % with 5: a fast spell is rare and brief)."""
+    of 5, 98 % of 7), their minimum is not (55 % with 5: a fast spell is rare and brief). On an
+    Intel Xeon (rocketlake) VM, 300 squeezenet1_1 slices timed again agreed within ±10 % in 91.7 %
+    with the median of 7, where the fastest of 3 had agreed in 43 % (benchmarks/costmodel.md)."""
 
     repeats: int
     min_repeat_ms: int
@@ -468,8 +470,16 @@ def _spread_median_seconds(vm, dev, fname: str, args, samples: int, gap_s: float
 
 def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRModule, name: str, workdir: Path,
               log=print, samples: int = CALIBRATION_RUNS, gap_s: float = CALIBRATION_GAP_S) -> None:
-    """Set each device kind's calibration factor from whole-model runs of `mod` on one device of
-    that kind, spread over a few seconds: their median over the sum of the operators' predictions."""
+    """Set each device kind's calibration factor from whole-model runs of `mod` (calibration_factors)."""
+    model.calibration.update(calibration_factors(model, cluster, state, mod, name, workdir, log, samples, gap_s))
+
+
+def calibration_factors(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRModule, name: str,
+                        workdir: Path, log=print, samples: int = CALIBRATION_RUNS,
+                        gap_s: float = CALIBRATION_GAP_S) -> dict[str, float]:
+    """Per device kind, whole-model runs of `mod` on one device of that kind, spread over a few
+    seconds: their median over the sum of the operators' uncalibrated predictions. A kind whose
+    device cannot load the whole model has no factor."""
     from .costmodel import plan_latency
     from .graph import from_relax
     from .partition import device_memory, single_device_plan
@@ -477,12 +487,14 @@ def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRM
 
     mod = prepare(mod)
     graph = from_relax(mod, name)
+    uncalibrated = dataclasses.replace(model, calibration={})
     kinds: dict[str, int] = {}
     for index, device in enumerate(cluster.devices):
         kinds.setdefault(device_kind(device), index)
     names = [d.name for d in cluster.devices]
     all_kinds = [device_kind(d) for d in cluster.devices]
     limits = {d.name: d.memory_limit_bytes for d in state.devices}
+    factors = {}
     for kind, index in kinds.items():
         device = cluster.devices[index]
         plan = single_device_plan(graph, names, index)
@@ -490,7 +502,7 @@ def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRM
         largest = max((t.nbytes for t in graph.tensors.values() if t.kind == "weight"), default=0)
         if limit is not None and _IN_FLIGHT_COPIES * largest + device_memory(graph, plan)[index] + _IDLE_SERVER_BYTES > limit:
             log(f"calibration {kind}: skipped, the whole {name} does not load within {device.name}'s memory limit "
-                f"({limit / 2**20:.0f} MiB); factor kept at {model.calibration.get(kind, 1.0):.2f}")
+                f"({limit / 2**20:.0f} MiB)")
             continue
         _, segs, paths = compile_plan(mod, plan, [d.board for d in cluster.devices], workdir / f"calibrate-{index}", graph)
         try:
@@ -508,8 +520,8 @@ def calibrate(model, cluster: Cluster, state: testbed.ClusterState, mod: tvm.IRM
         except Exception as err:
             raise MnovaError(f"device {device.name} stopped answering while running the whole {name} to calibrate "
                              f"({last_line(err)}); its memory limit? restart the cluster, or give the device more memory") from None
-        model.calibration.pop(kind, None)
-        predicted = plan_latency(model, graph, plan, all_kinds, [0.0] * len(names), segs).device_compute_s[index]
-        model.calibration[kind] = measured / predicted
+        predicted = plan_latency(uncalibrated, graph, plan, all_kinds, [0.0] * len(names), segs).device_compute_s[index]
+        factors[kind] = measured / predicted
         log(f"calibration {kind}: whole {name} {1e3 * measured:.1f} ms, operators predicted {1e3 * predicted:.1f} ms "
             f"(factor {measured / predicted:.2f})")
+    return factors

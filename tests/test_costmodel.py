@@ -375,3 +375,12 @@ def test_bench_costmodel_measures_plans_and_the_noise_floor_on_a_cluster(tmp_pat
     assert {line.split("|")[1].strip() for line in noise} == {device_kind(d) for d in cluster.devices}
     assert all(int(line.split("|")[3]) == 12 for line in noise)
     assert (tmp_path / "d.json").exists()  # the cost model fitted for the plans, beside the dataset
+
+
+def test_plans_are_calibrated_by_the_other_models():
+    from mnova_tvm.commands.bench import _calibration_without
+
+    factors = {"a": {"k1": 0.8, "k2": 1.0}, "b": {"k1": 1.2}, "c": {"k1": 1.0, "k2": 2.0}}
+    assert _calibration_without(factors, "a") == pytest.approx({"k1": 1.1, "k2": 2.0})
+    assert _calibration_without(factors, "b") == pytest.approx({"k1": 0.9, "k2": 1.5})
+    assert _calibration_without({"a": {"k": 0.9}}, "a") == {"k": 0.9}  # the only model: its own factor

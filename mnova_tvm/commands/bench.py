@@ -517,6 +517,26 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
     return table
 
 
+def _calibration_without(factors: dict, model: str) -> dict:
+    """Per device kind, the median calibration factor of the models other than `model` (all of
+    them when it is the only one): a plan is not predicted with its own model's whole-run time."""
+    import statistics
+
+    others = [f for name, f in factors.items() if name != model] or list(factors.values())
+    kinds = {kind for f in others for kind in f}
+    return {kind: statistics.median(f[kind] for f in others if kind in f) for kind in sorted(kinds)}
+
+
+def _calibration_text(factors: dict) -> str:
+    from ..profile import CALIBRATION_GAP_S, CALIBRATION_RUNS
+
+    measured = ", ".join(f"{name} " + "/".join(f"{f:.2f}" for _, f in sorted(kinds.items()))
+                         for name, kinds in factors.items())
+    how = "the median factor of the other models'" if len(factors) > 1 else "the factor of"
+    return (f"{how} whole-model runs (each the median of {CALIBRATION_RUNS} runs {CALIBRATION_GAP_S:g} s apart, over "
+            f"the sum of its operators' predictions; measured: {measured})")
+
+
 def _timing_text(timing) -> str:
     runs = (f"the median of {timing.repeats} repeats" if timing.repeats > 1 else "one run") + \
         f" of at least {timing.min_repeat_ms} ms"
@@ -540,8 +560,8 @@ def run_costmodel(args) -> int:
     from ..geneflow import GAConfig
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
-    from ..profile import (CALIBRATION_GAP_S, CALIBRATION_RUNS, cost_model_for, device_kind, jobs_for, read_dataset,
-                           timing_of)
+    from ..profile import (CALIBRATION_GAP_S, calibration_factors, cost_model_for, device_kind,
+                           jobs_for, read_dataset, timing_of)
     from ..runtime import prepare
     from ..targets import load_cluster
 
@@ -583,7 +603,7 @@ with the dataset: no predictor can agree with the dataset more often than a seco
 ## Plans on cluster `{cluster.name}`
 
 Each plan predicted by the cost model fitted on the whole dataset (with the cluster's links, and each device kind
-calibrated by whole-model runs of {calibrated_on}, the median of {CALIBRATION_RUNS} runs {CALIBRATION_GAP_S:g} s apart), then compiled, deployed and run over TVM RPC: median of
+calibrated by {calibrated_on}), then compiled, deployed and run over TVM RPC: median of
 {args.repeat} runs {CALIBRATION_GAP_S:g} s apart after a warm-up, output checked against single-device TVM. Error: predicted / measured - 1.
 Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; median |error|
 {100 * statistics.median(abs(e) for e in errors) if errors else float("nan"):.1f} %.
@@ -603,12 +623,16 @@ every prediction is of shapes the cost model never saw.
         with tempfile.TemporaryDirectory(prefix="mnova-bench-") as workdir, testbed.LocalCluster(cluster) as state:
             workdir = Path(workdir)
             noise_table = _remeasured_rows(cluster, state, rows, dict(loaded), workdir, args.remeasure)
-            calibrated_on = loaded[0][0]
             cost_model = cost_model_for(cluster, state, loaded[:1], dataset.with_suffix(".json"), workdir)
+            factors = {loaded[0][0]: dict(cost_model.calibration)}
+            for name, mod in loaded[1:]:
+                factors[name] = calibration_factors(cost_model, cluster, state, mod, name, workdir, log=lambda *_: None)
+            calibrated_on = _calibration_text(factors)
             profiled = Counter(r["model"] for r in read_dataset(dataset)[0] if r["device_kind"] in kinds)
             latencies = coordinator_latencies(cluster, state)
             for i, (name, mod) in enumerate(loaded, 1):
                 graph = from_relax(mod, name)
+                cost_model.calibration = _calibration_without(factors, name)
                 evaluator = PlanEvaluator(graph, cluster, btsearch(graph, 10.0).order, cost_model, latencies)
                 inputs = random_inputs(mod)
                 share = f"{100 * profiled[name] / (len(jobs_for(graph)) * len(kinds)):.0f}"
