@@ -333,6 +333,7 @@ def _dataset(rows, path):
 
 def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys):
     from mnova_tvm.cli import main
+    from mnova_tvm.commands.bench import _remeasured_rows
 
     _dataset(rows, tmp_path / "d.jsonl")
     out = tmp_path / "costmodel.md"
@@ -342,6 +343,10 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
     assert sorted({r[0] for r in table}) == sorted(SPEED) and len(table) == 2 * len(SPEED)
     for cells in table:  # a latency linear in the roofline terms: the line alone is exact, the trees keep it so
         assert float(cells[6]) >= 95 and float(cells[7]) > 0.95, cells
+    assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--remeasure", "-1",
+                 "--out", str(tmp_path / "x.md")]) == 2
+    assert "--remeasure at least 0" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+    assert _remeasured_rows(None, None, rows, {}, tmp_path, 0) == []  # --remeasure 0: nothing timed again
     (tmp_path / "empty.jsonl").write_text("")
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "x.md")]) == 2
     assert "no operator rows" in capsys.readouterr().err and not (tmp_path / "x.md").exists()

@@ -75,7 +75,7 @@ def register(sub) -> None:
                            help="planner strategies whose plans are measured (default single,height,geneflow)")
     costmodel.add_argument("--splits", type=int, default=5, help="held-out splits by operator shape (default 5)")
     costmodel.add_argument("--test-fraction", type=float, default=0.2, help="operator shapes held out per split")
-    costmodel.add_argument("--remeasure", type=int, default=150, help="profiled slices timed again per device kind")
+    costmodel.add_argument("--remeasure", type=int, default=150, help="profiled slices timed again per device kind (0: none)")
     costmodel.add_argument("--generations", type=int, default=40)
     costmodel.add_argument("--repeat", type=int, default=9)
     costmodel.add_argument("--out", default="benchmarks/costmodel.md", help="results file (default benchmarks/costmodel.md)")
@@ -495,6 +495,8 @@ def _remeasured_rows(cluster, state, rows, modules: dict, workdir: Path, count: 
     from ..profile import Job, device_kind, profile_devices, read_dataset, timing_of
 
     table = []
+    if count < 1:
+        return table
     for device in {device_kind(d): d for d in reversed(cluster.devices)}.values():
         kind = device_kind(device)
         model = next((r["model"] for r in rows if r["device_kind"] == kind and r["model"] in modules), None)
@@ -569,8 +571,8 @@ def run_costmodel(args) -> int:
     rows, _ = read_dataset(dataset)
     if not rows:
         raise MnovaError(f"dataset {dataset} has no operator rows: run mnova profile first")
-    if args.splits < 1 or not 0 < args.test_fraction < 1:
-        raise MnovaError("--splits must be at least 1 and --test-fraction between 0 and 1")
+    if args.splits < 1 or not 0 < args.test_fraction < 1 or args.remeasure < 0:
+        raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
     operator_table = _operator_rows(rows, args.splits, args.test_fraction)
     timing_text = "; ".join(f"{n} as {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
     noise_table, plan_table, errors, calibrated_on = [], [], [], None
