@@ -67,7 +67,8 @@ def register(sub) -> None:
     costmodel.add_argument("models", nargs="*", help="zoo names or ONNX files whose plans to measure "
                                                      "(default: the 11 zoo models)")
     costmodel.add_argument("--dataset", default=str(Path.home() / ".cache" / "mnova" / "profile.jsonl"),
-                           help="profiling dataset of mnova profile (default ~/.cache/mnova/profile.jsonl)")
+                           help="profiling dataset of mnova profile (default ~/.cache/mnova/profile.jsonl); with "
+                                "--cluster, the first model is quick-profiled into it if it lacks that model")
     costmodel.add_argument("--cluster", default=None,
                            help="cluster to measure plans on, and to time profiled slices again for the noise floor "
                                 "(default: none, held-out operator shapes only)")
