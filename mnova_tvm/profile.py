@@ -56,8 +56,9 @@ class Timing:
     a second profile reproduces (120 squeezenet1_1 slices, passes ~2.5 s apart: a second
     measurement within ±10 % of the first in 79 % of slices with one pass, 96 % with the median
     of 5, 98 % of 7), their minimum is not (55 % with 5: a fast spell is rare and brief). On an
-    Intel Xeon (rocketlake) VM, 300 squeezenet1_1 slices timed again agreed within ±10 % in 91.7 %
-    with the median of 7, where the fastest of 3 had agreed in 43 % (benchmarks/costmodel.md)."""
+    Intel Xeon (rocketlake) VM, 300 squeezenet1_1 slices timed again agreed within ±10 % in 91.7 and
+    95.7 % (two runs) with the median of 7, where the fastest of 3 had agreed in 43 %
+    (benchmarks/costmodel-one-calibration-model.md, costmodel.md, costmodel-timing-3passes.md)."""
 
     repeats: int
     min_repeat_ms: int

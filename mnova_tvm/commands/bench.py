@@ -576,7 +576,7 @@ def run_costmodel(args) -> int:
         raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
     operator_table = _operator_rows(rows, args.splits, args.test_fraction)
     timing_text = "; ".join(f"{n} as {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
-    noise_table, plan_table, errors, calibrated_on = [], [], [], None
+    noise_table, plan_table, errors, calibration_text = [], [], [], None
     cluster = load_cluster(args.cluster) if args.cluster else None
     kinds = {device_kind(d) for d in cluster.devices} if cluster else set()
     strategies = [s for s in args.plans.split(",") if s]
@@ -606,7 +606,7 @@ with the dataset: no predictor can agree with the dataset more often than a seco
 ## Plans on cluster `{cluster.name}`
 
 Each plan predicted by the cost model fitted on the whole dataset (with the cluster's links, and each device kind
-calibrated by {calibrated_on}), then compiled, deployed and run over TVM RPC: median of
+calibrated by {calibration_text}), then compiled, deployed and run over TVM RPC: median of
 {args.repeat} runs {CALIBRATION_GAP_S:g} s apart after a warm-up, output checked against single-device TVM. Error: predicted / measured - 1.
 Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; median |error|
 {100 * statistics.median(abs(e) for e in errors) if errors else float("nan"):.1f} %.
@@ -630,7 +630,7 @@ every prediction is of shapes the cost model never saw.
             factors = {loaded[0][0]: dict(cost_model.calibration)}
             for name, mod in loaded[1:]:
                 factors[name] = calibration_factors(cost_model, cluster, state, mod, name, workdir, log=lambda *_: None)
-            calibrated_on = _calibration_text(factors)
+            calibration_text = _calibration_text(factors)
             profiled = Counter(r["model"] for r in read_dataset(dataset)[0] if r["device_kind"] in kinds)
             latencies = coordinator_latencies(cluster, state)
             for i, (name, mod) in enumerate(loaded, 1):
