@@ -264,16 +264,21 @@ def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
     return {**accuracy(model.predict(x, kinds), truth), "roofline": accuracy(line, truth)}
 
 
-def shape_key(row: Mapping) -> tuple:
-    """Rows of one operator shape (any slice): held out together."""
-    return (row["model"], row["node"])
+def shape_keys(rows: Sequence[Mapping]) -> list[tuple]:
+    """Each row's operator shape: the features of its operator whole (its 'none' row), so that
+    operators of one shape in several models or layers are held out together, all their slices
+    with them. An operator profiled only in slices is a shape of its own."""
+    whole = {(r["model"], r["node"]): tuple(float(r[f]) for f in FEATURES) for r in rows if r["dim_code"] == DIM_CODE["none"]}
+    return [whole.get((r["model"], r["node"]), (r["model"], r["node"])) for r in rows]
 
 
 def split_by_shape(rows: Sequence[Mapping], test_fraction: float = 0.2, seed: int = 0):
-    keys = sorted({shape_key(r) for r in rows})
+    """(train, test) rows with `test_fraction` of the operator shapes (shape_keys) in test only."""
+    keys = shape_keys(rows)
+    distinct = sorted(set(keys), key=repr)
     rng = np.random.default_rng(seed)
-    test = {keys[i] for i in rng.permutation(len(keys))[: max(1, int(len(keys) * test_fraction))]}
-    return [r for r in rows if shape_key(r) not in test], [r for r in rows if shape_key(r) in test]
+    test = {distinct[i] for i in rng.permutation(len(distinct))[: max(1, int(len(distinct) * test_fraction))]}
+    return [r for r, k in zip(rows, keys) if k not in test], [r for r, k in zip(rows, keys) if k in test]
 
 
 def train(rows, links, test_fraction: float = 0.2, log=print) -> CostModel:

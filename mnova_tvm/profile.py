@@ -4,7 +4,9 @@ What is timed is what the partitioner produces: every operator of the given mode
 sliced along height and channel at several proportions, each built by the runtime's own segment
 builder (halos, border padding, sliced weights) and compiled for the device's board; and each
 device's link (arrays sent and received at several sizes, and one empty call). Rows append to a
-JSON Lines dataset; a rerun skips what is already there, so an interrupted profile resumes.
+JSON Lines dataset; a rerun skips what is already there, so an interrupted profile resumes, and a
+slice whose shape the dataset already holds for the device kind (the same operator and features,
+from any model) is not timed again: three in four of the zoo's slices repeat a shape.
 """
 
 from __future__ import annotations
@@ -135,6 +137,19 @@ def job_features(graph: OpGraph, job: Job) -> list[float]:
     return slice_features(graph, node, job.dim, seg.node_regions[0][job.node], in_regions)
 
 
+def slice_key(op: str, features: Sequence[float]) -> tuple:
+    """What makes two slices the same to the cost model: the operator and its feature values."""
+    return (op, *(float(v) for v in features))
+
+
+def row_key(row) -> tuple:
+    return slice_key(row["op"], [row[f] for f in FEATURES])
+
+
+def job_key(graph: OpGraph, job: Job) -> tuple:
+    return slice_key(graph.node_by_name[job.node].op, job_features(graph, job))
+
+
 def read_dataset(path) -> tuple[list[dict], list[dict]]:
     """(operator rows, link rows) of a dataset file; a missing file is empty."""
     path = Path(path)
@@ -193,11 +208,19 @@ def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod:
     jobs = list(jobs_for(graph) if jobs is None else jobs)
     profiled = read_dataset(dataset)[0]
     limits = {d.name: d.memory_limit_bytes for d in state.devices}
+    keys = {job: job_key(graph, job) for job in jobs}
     pending: dict[str, set[Job]] = {}
     for device in devices:
         kind = device_kind(device)
-        done = {(r["node"], r["dim"], int(r["units"])) for r in profiled if r["device_kind"] == kind and r["model"] == model}
-        pending[kind] = {j for j in jobs if (j.node, j.dim, j.units) not in done}
+        done = {row_key(r) for r in profiled if r["device_kind"] == kind}
+        pending[kind] = set()
+        for job in jobs:  # the first job of each shape not yet in the dataset
+            if keys[job] not in done:
+                pending[kind].add(job)
+                done.add(keys[job])
+        repeated = len(jobs) - len(pending[kind])
+        if repeated and pending[kind]:
+            log(f"[{kind}] {model}: {repeated} of {len(jobs)} slices have a shape the dataset holds already")
         too_large = {j for j in pending[kind] if not _loads_within(graph, j, limits.get(device.name))}
         if too_large:  # the device could not hold these slices in any plan either
             log(f"[{kind}] {model}: {len(too_large)} slices skipped, their weights do not load within "

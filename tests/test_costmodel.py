@@ -14,7 +14,7 @@ from mnova_tvm.geneflow import GAConfig
 from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import Plan, device_memory, partition_op, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
-from mnova_tvm.profile import (FULL_TIMING, QUICK_TIMING, Timing, calibrate, device_kind, job_features, jobs_for, profile_cluster,
+from mnova_tvm.profile import (FULL_TIMING, QUICK_TIMING, Timing, calibrate, device_kind, job_features, job_key, jobs_for, profile_cluster,
                                profile_devices, read_dataset, timing_of)
 from mnova_tvm.runtime import prepare
 from mnova_tvm.targets import load_cluster
@@ -61,6 +61,15 @@ def model(rows):
 def test_fit_learns_held_out_shapes(rows):
     train_rows, test_rows = split_by_shape(rows, 0.25, seed=1)
     assert {(r["model"], r["node"]) for r in train_rows}.isdisjoint({(r["model"], r["node"]) for r in test_rows})
+
+    def whole_shapes(some):
+        return {tuple(r[f] for f in FEATURES) for r in some if r["dim_code"] == 0}
+
+    # the edge CNN repeats operator shapes: one shape is never on both sides
+    assert len(whole_shapes(rows)) < len({(r["model"], r["node"]) for r in rows})
+    for seed in range(5):
+        train_seed, test_seed = split_by_shape(rows, 0.25, seed)
+        assert whole_shapes(test_seed) and whole_shapes(train_seed).isdisjoint(whole_shapes(test_seed))
     metrics = evaluate(CostModel().fit(train_rows), test_rows)
     assert metrics["spearman"] > 0.9
     assert metrics["mape_percent"] < 50
@@ -263,21 +272,27 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
         small = state.devices[1]  # a memory limit that cannot take the largest weight slices
         largest = max(sliced_weight_bytes(graph, graph.node_by_name[j.node], j.dim, 0, j.units) for j in jobs_for(graph))
         small.memory_limit_bytes = _IDLE_SERVER_BYTES + 2 * largest
-        skipped = {(j.node, j.dim, j.units) for j in jobs_for(graph) if not _loads_within(graph, j, small.memory_limit_bytes)}
+        # one job of each shape is timed: the edge CNN repeats some
+        distinct = list({job_key(graph, j): j for j in reversed(jobs_for(graph))}.values())[::-1]
+        assert len(distinct) < len(jobs_for(graph))
+        skipped = {(j.node, j.dim, j.units) for j in distinct if not _loads_within(graph, j, small.memory_limit_bytes)}
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, log=lambda *_: None)
         small.memory_limit_bytes = None
         timed_small = {(r["node"], r["dim"], r["units"]) for r in read_dataset(dataset)[0]
                        if r["device_kind"] == device_kind(cluster.devices[1])}
-        assert skipped and timed_small == {(j.node, j.dim, j.units) for j in jobs_for(graph)} - skipped
+        assert skipped and timed_small == {(j.node, j.dim, j.units) for j in distinct} - skipped
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
         first = dataset.read_text()
         # one board: each chunk of slices compiled once for both device kinds, and again for the skipped
         # slices once the limit is lifted (the link probe is one more library)
         assert len([p for p in libraries if "profile-" in str(p)]) == \
-            len(_chunks(graph, jobs_for(graph))) + len(_chunks(graph, [j for j in jobs_for(graph) if (j.node, j.dim, j.units) in skipped]))
+            len(_chunks(graph, distinct)) + len(_chunks(graph, [j for j in distinct if (j.node, j.dim, j.units) in skipped]))
         compiled = len(libraries)
         profile_cluster(cluster, state, [("edge", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
         assert dataset.read_text() == first and len(libraries) == compiled  # resumed: nothing compiled or timed twice
+        # another model of the same operators: every shape is in the dataset, nothing is timed
+        profile_cluster(cluster, state, [("edge-again", mod)], dataset, tmp_path, quick=True, links=False, log=lambda *_: None)
+        assert dataset.read_text() == first and len(libraries) == compiled
         # passes: a window of slices (one here: the readings are instant) timed in every pass before
         # the next window, the median kept; a window per slice when the first pass has no time to spare
         two = jobs_for(graph)[:2]
@@ -305,7 +320,7 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
     model.save(tmp_path / "cm.json")
     assert CostModel.load(tmp_path / "cm.json").calibration == model.calibration
     kinds = {device_kind(d) for d in cluster.devices}
-    assert len(ops) == len(kinds) * len(jobs_for(graph))
+    assert len(ops) == len(kinds) * len(distinct)
     assert all(r["latency_s"] > 0 for r in ops) and {r["device"] for r in links} == {d.name for d in cluster.devices}
     model = train(ops, links, log=lambda *_: None)
     plan = single_device_plan(graph, [d.name for d in cluster.devices], 0)
