@@ -16,8 +16,10 @@ scalar speed.  This module gives every PrimFunc a deterministic schedule without
   into the constants at build time), and a cheap epilogue (bias, ReLU, clip) is computed in the
   tile's write-back;
 * chains of elementwise blocks (bias, batch norm, activation) are computed in one pass;
-* an injective block (pad, bias add, activation, transpose) gets its leading loops run in
-  parallel; LLVM vectorises its innermost loop.
+* an injective block (pad, bias add, activation, transpose) has the innermost loops that walk
+  every buffer contiguously fused into one flat loop, vectorised in unrolled steps of four
+  vectors when its length allows (LLVM vectorises the rest), and its leading loops run in
+  parallel.
 
 transform.lowering_pipeline(schedule_target=...) runs ``default_schedule_pass(target)`` after
 legalization, between AttachAttrLayoutFreeBuffers (which marks the constant weights) and
@@ -393,17 +395,55 @@ def _vector_dim_last(sch, block, axis: int) -> None:
     sch.transform_layout(block, ("write", 0), tirx.IndexMap.from_func(lambda *idx: [idx[j] for j in order], ndim=len(order)))
 
 
-def _schedule_injective(sch, block, loops, extents, cores) -> None:
-    """Parallelise the leading loops of an injective block and leave the inner nest as it is.
+def _contiguous_tail(stmt, extents: list[int]) -> int:
+    """How many innermost loops of a spatial block walk every buffer it touches contiguously:
+    each access either ignores their variables or indexes its last dimensions by them alone, in
+    order, over the whole dimension. Fused, they are one flat loop with linear indices."""
+    region_list = [*stmt.reads, *stmt.writes]
+    count = 0
+    for axis in range(len(extents) - 1, -1, -1):
+        tail = [iv.var for iv in stmt.iter_vars[axis:]]
+        for region in region_list:
+            used = [j for j, r in enumerate(region.region) if any(_uses(r.min, v) for v in tail)]
+            if not used:
+                continue
+            dims = list(range(len(region.region) - len(tail), len(region.region)))
+            if dims[0] < 0 or used != dims or any(
+                    not region.region[d].min.same_as(v) or int(region.source.shape[d]) != extents[axis + k]
+                    for k, (d, v) in enumerate(zip(dims, tail))):
+                return count
+        count += 1
+    return count
 
-    Fusing the whole nest to vectorise it turns indices into div/mod chains that LLVM cannot
-    vectorise (measured 5x slower on a pad); the untouched innermost loop it vectorises itself.
+
+def _schedule_injective(sch, block, loops, extents, lanes, cores) -> None:
+    """Fuse the innermost loops that walk every buffer contiguously into one flat loop, vectorised
+    in unrolled steps of four vectors where its length allows (LLVM vectorises it itself
+    otherwise), and run the leading loops in parallel.
+
+    Left to LLVM, the innermost loop alone (7, 14, 56 wide) ran an add at 0.16 to 0.7 ns per
+    element depending on the trip counts; fused it runs at 0.14 to 0.3 on AVX-512, 3x faster on
+    the small maps of late layers. The whole nest is fused only when its indices stay linear:
+    a pad's or transpose's fused indices become div/mod chains LLVM cannot vectorise (5x slower).
     """
+    tail = _contiguous_tail(sch.get(block), extents)
     total = math.prod(extents)
-    if cores <= 1 or total < _MIN_PARALLEL_ELEMENTS:
+    parallel = cores > 1 and total >= _MIN_PARALLEL_ELEMENTS
+    if tail < 2 and not parallel:
         raise s_tir.ScheduleError("nothing to do")
+    head = len(loops) - max(tail, 1)
+    flat = math.prod(extents[head:])
+    nest = [*loops[:head], sch.fuse(*loops[head:]) if tail >= 2 else loops[-1]]
+    sizes = [*extents[:head], flat]
+    if tail and lanes > 1 and flat % (4 * lanes) == 0:
+        rest, step, vector = sch.split(nest[-1], [None, 4, lanes])
+        sch.unroll(step)
+        sch.vectorize(vector)
+        nest[-1], sizes[-1] = rest, flat // (4 * lanes)
+    if not parallel:
+        return
     leading, work = [], 1
-    for loop, extent in zip(loops, extents):
+    for loop, extent in zip(nest, sizes):
         leading.append(loop)
         work *= extent
         if work >= 4 * cores:
@@ -469,7 +509,7 @@ def default_schedule(sch: s_tir.Schedule, target: Target, knobs: Knobs = Knobs()
             if _COMM_REDUCE in kinds:
                 _schedule_reduction(trial, block, loops, extents, kinds, lanes, cores, knobs)
             else:
-                _schedule_injective(trial, block, loops, extents, cores)
+                _schedule_injective(trial, block, loops, extents, lanes, cores)
         except (s_tir.ScheduleError, RuntimeError, IndexError):  # the rule does not fit this block
             continue
         sch = trial

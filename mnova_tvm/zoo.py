@@ -439,6 +439,66 @@ class ModelInfo:
     builder: Callable[[_Net], str]
 
 
+# --------------------------------------------------------------- shape sweep
+# Not a zoo model: random CNN blocks whose operator shapes the zoo's eleven lack, for profiling (a
+# cost model learns a shape it has seen from its neighbours). Per resolution, the channel widths
+# CNNs use there (low, high): few wide maps at high resolution, as in every architecture above.
+_SWEEP_STAGES = ((112, 16, 128), (56, 24, 320), (28, 32, 640), (14, 64, 1152), (7, 96, 1536))
+
+
+def _sweep_width(rng: np.random.Generator, low: int, high: int) -> int:
+    width = float(np.exp(rng.uniform(np.log(low), np.log(high))))
+    return max(1, int(round(width / 8)) * 8) if rng.random() < 0.75 else int(width)
+
+
+def _sweep_block(net: _Net, x: str, low: int, high: int) -> str:
+    rng = net.rng
+    c = net.shapes[x][1]
+    act = rng.choice(["relu", "relu6", "swish", None], p=[0.5, 0.2, 0.2, 0.1])
+    kind = rng.choice(["conv", "depthwise", "residual", "pool", "concat", "squeeze"], p=[0.4, 0.15, 0.15, 0.1, 0.1, 0.1])
+    if kind == "depthwise":
+        return net.conv_bn(x, c, int(rng.choice([3, 5, 7], p=[0.6, 0.3, 0.1])), groups=c, act=act)
+    if kind == "residual":
+        return net.add(x, net.conv_bn(x, c, int(rng.choice([1, 3])), act=None, gamma=0.5))
+    if kind == "pool":
+        k = int(rng.choice([3, 5]))
+        return (net.maxpool if rng.random() < 0.6 else net.avgpool)(x, k, 1, k // 2)
+    if kind == "concat":
+        return net.concat([x, net.conv_bn(x, _sweep_width(rng, low, high // 2), int(rng.choice([1, 3])), act=act)])
+    if kind == "squeeze":
+        squeezed = net.conv(net.relu(net.conv(net.gap(x), max(8, c // 4), 1, bias=True)), c, 1, bias=True)
+        return net.mul(x, net.sigmoid(squeezed))
+    return net.conv_bn(x, _sweep_width(rng, low, high), int(rng.choice([1, 3, 5, 7], p=[0.45, 0.4, 0.1, 0.05])), act=act)
+
+
+def _downsample(net: _Net, x: str, low: int, high: int) -> str:
+    """Halve the map by a strided conv or pool, with or without padding (odd sizes: 55, 27, 13 ...)."""
+    rng = net.rng
+    k, pad = int(rng.choice([1, 3, 5])), int(rng.integers(0, 2))
+    if rng.random() < 0.3:
+        return net.maxpool(x, 3 if k == 1 else k, 2, pad * ((3 if k == 1 else k) // 2), ceil=bool(rng.integers(0, 2)))
+    c = net.shapes[x][1]
+    if k > 1 and c > 3 and rng.random() < 0.3:
+        return net.conv_bn(x, c, k, 2, pad=pad * (k // 2), groups=c)
+    return net.conv_bn(x, _sweep_width(rng, low, high), k, 2, pad=pad * (k // 2) if k > 1 else 0)
+
+
+def shape_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
+    """`blocks` random CNN blocks (convolutions regular and depthwise, residual adds, pools,
+    concatenations, squeeze-excite, four activations) spread over five resolutions of a 224x224
+    input, ending in a classifier of random width: operator shapes for profiling, not a model."""
+    if blocks < len(_SWEEP_STAGES):
+        raise MnovaError(f"a shape sweep needs at least {len(_SWEEP_STAGES)} blocks (one per resolution), got {blocks}")
+    net = _Net(224, seed)
+    x = "input"
+    for stage, (_size, low, high) in enumerate(_SWEEP_STAGES):
+        x = _downsample(net, x, low, high)
+        for _ in range(blocks // len(_SWEEP_STAGES) + (stage < blocks % len(_SWEEP_STAGES))):
+            x = _sweep_block(net, x, low, high)
+    x = net.linear(net.flatten(net.gap(x)), int(net.rng.integers(100, 1500)))
+    return net.finish(x, f"sweep{blocks}")
+
+
 MODELS: dict[str, ModelInfo] = {m.name: m for m in (
     ModelInfo("alexnet", 224, 63, 67, 61_100_840, "Krizhevsky et al. 2012; torchvision alexnet", _alexnet),
     ModelInfo("vgg16", 224, 32, 32, 138_357_544, "Simonyan & Zisserman 2015 (config D); torchvision vgg16", _vgg16),

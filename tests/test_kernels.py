@@ -75,6 +75,11 @@ CASES = {
                       [1, 8, 8, 8], [1, 8, 4, 4], {}),
     "global_avgpool": _model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], [1, 24, 7, 7],
                              [1, 24, 1, 1], {}),
+    # elementwise: the whole nest one flat vector loop; a per-channel operand: each channel's map
+    "add": _model([helper.make_node("Add", ["x", "W"], ["y"])], [1, 12, 8, 8], [1, 12, 8, 8], {"W": (1, 12, 8, 8)}),
+    "channel_scale": _model([helper.make_node("Mul", ["x", "W"], ["y"])], [1, 12, 8, 8], [1, 12, 8, 8], {"W": (1, 12, 1, 1)}),
+    "row_scale": _model([helper.make_node("Mul", ["x", "W"], ["y"])], [1, 4, 8, 16], [1, 4, 8, 16], {"W": (1, 1, 1, 16)}),
+    "transpose": _model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], [1, 4, 8, 16], [1, 8, 16, 4], {}),
 }
 
 
@@ -110,6 +115,31 @@ def test_reduction_gets_register_tile(name):
     assert scheduled, "no PrimFunc was scheduled"
     text = "\n".join(f.script() for f in scheduled)
     assert "T.vectorized" in text and 'scope="local"' in text
+
+
+def _scheduled_script(name):
+    mod = frontend.import_onnx(CASES[name])
+    with HOST:
+        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), kernels.default_schedule_pass(HOST)])(mod)
+    funcs = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
+    return "\n".join(f.script() for f in funcs if int(f.attrs.get("tirx.is_scheduled", 0)) == 1)
+
+
+@pytest.mark.parametrize("name, fused, elements", [
+    ("add", "ax0_ax1_ax2_ax3_fused", 12 * 8 * 8),  # every buffer walked in order: one loop over all
+    ("channel_scale", "ax2_ax3_fused", 8 * 8),  # the scale is per channel: each channel's pixels
+    ("row_scale", None, 16),  # the scale follows the row: rows stay apart, left to LLVM
+    ("transpose", None, 4),  # indices that are not the loops': nothing to fuse
+])
+def test_elementwise_loops_fused_where_every_buffer_is_contiguous(name, fused, elements):
+    lanes = kernels.vector_lanes(HOST)
+    loops = [line.strip() for line in _scheduled_script(name).splitlines() if line.strip().startswith("for ")]
+    if fused is None:
+        assert not any("_fused" in line for line in loops)
+        return
+    assert elements % (4 * lanes) == 0  # so: vectorised in unrolled steps of four vectors
+    assert loops[-2:] == [f"for {fused}_1 in T.unroll(T.int64(4)):", f"for {fused}_2 in T.vectorized(T.int64({lanes})):"]
+    assert f"{fused}_0" in loops[-3] and f"T.int64({elements // (4 * lanes)})" in loops[-3]
 
 
 def test_vector_lanes_follow_the_target():

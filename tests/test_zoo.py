@@ -61,3 +61,29 @@ def test_cli_list_and_export(tmp_path, capsys):
     assert main(["zoo", "export", "nope", "-o", str(tmp_path / "x.onnx")]) == 2
     assert not (tmp_path / "x.onnx").exists()
     assert "unknown zoo model" in capsys.readouterr().err
+
+
+def test_shape_sweep_adds_shapes_the_zoo_lacks():
+    """The profiling sweep: a valid ONNX model, the same for one seed, with depthwise and regular
+    convolutions at all five resolutions, most of them of shapes no zoo model has."""
+    from mnova_tvm.frontend import load_model
+    from mnova_tvm.graph import from_relax
+    from mnova_tvm.runtime import prepare
+
+    sweep = zoo.shape_sweep(10, seed=0)
+    onnx.checker.check_model(sweep)
+    assert sweep.SerializeToString() == zoo.shape_sweep(10, seed=0).SerializeToString()
+    assert sweep.SerializeToString() != zoo.shape_sweep(10, seed=1).SerializeToString()
+
+    def convs(model):
+        graph = from_relax(prepare(load_model(model)))
+        return {(graph.tensors[n.inputs[0]].shape, graph.tensors[n.outputs[0]].shape, n.attrs["kernel"], n.attrs["strides"],
+                 n.attrs.get("groups", 1)) for n in graph.nodes if n.op == "relax.nn.conv2d"}
+
+    swept = convs(zoo.shape_sweep(20, seed=0))
+    assert len({out[2] for _, out, *_ in swept} - {1}) >= 4  # maps of several resolutions (and 1x1 squeezes)
+    assert any(groups > 1 for *_, groups in swept) and any(groups == 1 for *_, groups in swept)
+    zoo_convs = convs(zoo.build("mobilenet_v2")) | convs(zoo.build("resnet18"))
+    assert len(swept - zoo_convs) > 0.8 * len(swept)
+    with pytest.raises(MnovaError, match="at least 5 blocks"):
+        zoo.shape_sweep(3)

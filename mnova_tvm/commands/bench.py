@@ -461,7 +461,7 @@ def _mean_metrics(runs: list[dict]) -> dict:
 def _operator_rows(rows, splits: int, test_fraction: float) -> list[list]:
     """Per device kind: the cost model and its roofline line alone on held-out operator shapes,
     averaged over `splits` seeded splits."""
-    from ..costmodel import CostModel, evaluate, split_by_shape
+    from ..costmodel import CostModel, evaluate, shape_keys, split_by_shape
 
     table = []
     for kind in sorted({r["device_kind"] for r in rows}):
@@ -479,7 +479,7 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> list[list]:
             continue
         for label, runs in (("XGBoost over the roofline line", ours), ("roofline line alone", line)):
             m = _mean_metrics(runs)
-            table.append([kind, len({(r["model"], r["node"]) for r in kind_rows}), len(kind_rows), held // len(ours),
+            table.append([kind, len(set(shape_keys(kind_rows))), len(kind_rows), held // len(ours),
                           label, f"{m['mape_percent']:.1f}", f"{100 * m['within_10_percent']:.1f}",
                           f"{m['spearman']:.3f}"])
         print(f"{kind}: held-out within ±10 % {table[-2][6]} %, Spearman {table[-2][7]}", file=sys.stderr, flush=True)
@@ -563,8 +563,8 @@ def run_costmodel(args) -> int:
     from ..geneflow import GAConfig
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
-    from ..profile import (CALIBRATION_GAP_S, calibration_factors, cost_model_for, device_kind,
-                           jobs_for, read_dataset, timing_of)
+    from ..profile import (CALIBRATION_GAP_S, calibration_factors, cost_model_for, device_kind, job_key,
+                           jobs_for, read_dataset, row_key, timing_of)
     from ..runtime import prepare
     from ..targets import load_cluster
 
@@ -585,8 +585,8 @@ def run_costmodel(args) -> int:
         text = results_header("Cost model: predicted against measured latency") + f"""
 Dataset `{dataset}`: {len(rows)} operator slices (every operator of the profiled models whole and sliced at 25/50/75 %
 of its rows or channels, timed over TVM RPC: {timing_text}). Held out: {args.splits} seeded
-splits in which {100 * args.test_fraction:.0f} % of the operator shapes (an operator of a model, all its slices) are
-left out of training; the table gives the mean over the splits. The roofline line alone is the model's own baseline
+splits in which {100 * args.test_fraction:.0f} % of the operator shapes (every operator of that shape in any model, all
+their slices) are left out of training; the table gives the mean over the splits. The roofline line alone is the model's own baseline
 (seconds per call, per FLOP, per byte moved, per weight byte) without the trees.
 
 ## Operators on held-out shapes
@@ -610,8 +610,8 @@ calibrated by {calibration_text}), then compiled, deployed and run over TVM RPC:
 {args.repeat} runs {CALIBRATION_GAP_S:g} s apart after a warm-up, output checked against single-device TVM. Error: predicted / measured - 1.
 Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; median |error|
 {100 * statistics.median(abs(e) for e in errors) if errors else float("nan"):.1f} %.
-Profiled: the share of the model's own operator slices in the dataset (for the cluster's device kinds); at 0 %
-every prediction is of shapes the cost model never saw.
+Profiled: the share of the model's operator slices whose shape (operator and features) the dataset holds for the
+cluster's device kinds, from this model or another; at 0 % every prediction is of shapes the cost model never saw.
 
 """ + markdown_table(["model", "profiled %", "plan", "segments", "predicted ms", "measured ms", "error %", "output"],
                      plan_table)
@@ -631,14 +631,15 @@ every prediction is of shapes the cost model never saw.
             for name, mod in loaded[1:]:
                 factors[name] = calibration_factors(cost_model, cluster, state, mod, name, workdir, log=lambda *_: None)
             calibration_text = _calibration_text(factors)
-            profiled = Counter(r["model"] for r in read_dataset(dataset)[0] if r["device_kind"] in kinds)
+            profiled = {(r["device_kind"], row_key(r)) for r in read_dataset(dataset)[0] if r["device_kind"] in kinds}
             latencies = coordinator_latencies(cluster, state)
             for i, (name, mod) in enumerate(loaded, 1):
                 graph = from_relax(mod, name)
                 cost_model.calibration = _calibration_without(factors, name)
                 evaluator = PlanEvaluator(graph, cluster, btsearch(graph, 10.0).order, cost_model, latencies)
                 inputs = random_inputs(mod)
-                share = f"{100 * profiled[name] / (len(jobs_for(graph)) * len(kinds)):.0f}"
+                keys = [job_key(graph, job) for job in jobs_for(graph)]
+                share = f"{100 * sum((k, key) in profiled for k in kinds for key in keys) / (len(keys) * len(kinds)):.0f}"
                 for strategy in strategies:
                     planned = plan_with(strategy, evaluator, GAConfig(generations=args.generations))
                     head = [name, share, planned.name, len(segments(graph, planned.plan)),

@@ -10,7 +10,7 @@ from ..errors import MnovaError
 from ..frontend import load_model
 from ..profile import profile_cluster
 from ..targets import load_cluster
-from ..zoo import MODELS
+from ..zoo import MODELS, shape_sweep
 from .model_args import add_tuned_argument
 
 DEFAULT_DATASET = Path.home() / ".cache" / "mnova" / "profile.jsonl"
@@ -24,6 +24,9 @@ def register(sub) -> None:
     parser.add_argument("--input-size", type=int, default=None, help="input size for zoo models (default: standard)")
     parser.add_argument("--dataset", default=str(DEFAULT_DATASET), help=f"JSON Lines dataset (default {DEFAULT_DATASET})")
     parser.add_argument("--budget-min", type=float, default=None, help="stop after this many minutes (rerun resumes)")
+    parser.add_argument("--sweep", type=int, default=0, metavar="BLOCKS",
+                        help="also profile BLOCKS random CNN blocks (zoo.shape_sweep): operator shapes the zoo lacks, "
+                             "from which the cost model learns shapes it has not seen (40 blocks: about 1,000 slices)")
     parser.add_argument("--no-links", action="store_true", help="skip the link measurements")
     parser.add_argument("--state", default=None, help="cluster state directory (as for mnova cluster)")
     add_tuned_argument(parser)
@@ -38,6 +41,8 @@ def run(args) -> int:
     for name in args.models:
         size = args.input_size if name in MODELS else None
         models.append((Path(name).stem, load_model(name, input_size=size)))
+    if args.sweep:
+        models.append((f"sweep{args.sweep}", load_model(shape_sweep(args.sweep))))
     state_dir = Path(args.state) if args.state else None
     with tempfile.TemporaryDirectory(prefix="mnova-profile-") as workdir, \
             testbed.LocalCluster(cluster, state_dir) as state:
