@@ -29,6 +29,7 @@ use the same order in a pipeline of your own.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -279,6 +280,38 @@ def _tile_sizes(reg_extent: int, vec_extent: int, lanes: int, tail: bool = False
             if score > best_score + 1e-9:
                 best, best_score = (rows, width), score
     return best
+
+
+@functools.lru_cache(maxsize=65536)
+def conv_tiling(out_c: int, out_h: int, out_w: int, in_c: int, in_h: int, kernel: int, stride: int, depthwise: bool,
+                lanes: int) -> tuple[int, int, int, float]:
+    """The register tile the reduction rule gives a square NCHW convolution with default knobs,
+    from its shape alone: (vector over channels 1 / over the image row 0, vector tile, register
+    rows, share of vector lanes busy). The cost model's view of the kernel that runs, without
+    building it; tests compare it with the schedule itself."""
+    reduction = kernel * kernel * (1 if depthwise else in_c)
+    pointwise = kernel == 1 and not depthwise
+    channels_ok = not depthwise and _fill(out_c, lanes) >= 1.0  # a depthwise input is indexed by channel: gathers
+    strided = stride > 1
+    extents = {"c": out_c, "h": out_h, "w": out_w}
+    if not channels_ok or _fill(out_w, lanes) >= 1.0 and not strided:
+        vector = "w"
+    elif strided or _fill(out_w, lanes) < 0.75:
+        vector = "c"
+    else:
+        worth_it = pointwise or out_w >= 2 * lanes and reduction >= _MIN_REDUCTION_FOR_CHANNEL_VECTORS
+        vector = "c" if worth_it and 4 * reduction * out_c <= _MAX_CHANNEL_VECTOR_WEIGHT_BYTES else "w"
+    others = [a for a in "chw" if a != vector and extents[a] > 1]
+    broadcast = [a for a in others if a == "c" and not depthwise and _largest_divisor(out_c, 8) >= 4]
+    reg = max(broadcast or others, key=lambda a: (_largest_divisor(extents[a], 8), "chw".index(a))) if others else None
+    channels_inner = reg is not None and in_c * in_h * in_h > reduction * extents[reg]
+    last = "c" if reg in broadcast and channels_inner else "w"  # the innermost of the outer loops
+    reg_tile, vec_tile = _tile_sizes(extents[reg] if reg else 1, extents[vector], lanes, tail=last == reg)
+    rest = [a for a in others if a != reg]
+    if vec_tile <= lanes and reg in broadcast and rest:
+        reg_tile, group_tile = _tile_sizes(extents[reg], extents[rest[-1]], 1)
+        reg_tile *= group_tile
+    return int(vector == "c"), vec_tile, reg_tile, vec_tile / (-(-vec_tile // lanes) * lanes)
 
 
 def _schedule_reduction(sch, block, loops, extents, kinds, lanes, cores, knobs: Knobs) -> None:

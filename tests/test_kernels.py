@@ -290,3 +290,34 @@ def test_every_knob_setting_computes_the_same_kernel(name):
                                            err_msg=str(knobs))
             variants += 1
     assert variants > 1, "no kernel had more than its default schedule to measure"
+
+
+@pytest.mark.parametrize("mcpu", ["skylake-avx512", "haswell"])
+@pytest.mark.parametrize("c, f, hw, k, stride, groups", [
+    (64, 96, 14, 3, 1, 1), (16, 32, 56, 3, 1, 1), (192, 64, 28, 1, 1, 1), (32, 48, 13, 3, 1, 1),
+    (3, 32, 30, 7, 2, 1), (48, 48, 20, 3, 1, 48), (96, 96, 14, 5, 2, 96), (256, 1000, 13, 1, 1, 1),
+])
+def test_conv_tiling_is_the_schedule_the_rule_gives(mcpu, c, f, hw, k, stride, groups):
+    """kernels.conv_tiling (the cost model's view of a convolution's kernel, from its shape)
+    names the vector axis, vector tile and register rows of the scheduled update loop nest."""
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 1})
+    mod = frontend.import_onnx(_conv(c, f, hw, k, stride, groups, relu=False))
+    with target:
+        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), kernels.default_schedule_pass(target)])(mod)
+    script = next(fn.script() for _, fn in mod.functions_items()
+                  if isinstance(fn, tvm.tirx.PrimFunc) and "conv2d_nchw_update" in fn.script())
+    lines = script.splitlines()
+    update = next(i for i, line in enumerate(lines) if 'conv2d_nchw_update")' in line)
+    nest = []
+    for line in reversed(lines[:update]):
+        if "T.unroll" not in line and "T.vectorized" not in line:
+            break
+        nest.append(line.strip())
+    vector_line = nest[0]
+    rows = int(np.prod([int(line.split("T.int64(")[1].split(")")[0]) for line in nest[1:]] or [1]))
+    out = (hw + 2 * (k // 2) - k) // stride + 1
+    channels, vector_tile, register_rows, fill = kernels.conv_tiling(f, out, out, c, hw, k, stride, groups > 1,
+                                                                     kernels.vector_lanes(target))
+    assert vector_line.startswith("for ff_" if channels else "for xx_")
+    assert f"T.vectorized(T.int64({vector_tile}))" in vector_line
+    assert rows == register_rows and 0 < fill <= 1
