@@ -7,5 +7,6 @@ out=${2:?usage: retrain_cost_model.sh CLUSTER.json MODEL_OUT.json [DATASET] [MOD
 dataset=${3:-$HOME/.cache/mnova/profile.jsonl}
 shift $(( $# >= 3 ? 3 : 2 ))
 models=${*:-squeezenet1_1 mobilenet_v2 resnet18}
-mnova profile --cluster "$cluster" --dataset "$dataset" --models $models
+# SWEEP=N (default 40) also profiles N random CNN blocks, shapes the zoo lacks; SWEEP=0 does not
+mnova profile --cluster "$cluster" --dataset "$dataset" --models $models --sweep "${SWEEP:-40}"
 mnova train-cost-model "$dataset" -o "$out"
