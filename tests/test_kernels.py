@@ -64,6 +64,7 @@ CASES = {
     "conv1x1": _conv(16, 24, 7, 1, relu=False),
     "conv_width13": _conv(8, 16, 13, 3),  # 13 fills no vector: output channels are vectorised
     "conv1x1_width17": _conv(32, 16, 17, 1),  # pixel rows: full tiles and a smaller last one
+    "conv_channels29": _conv(3, 29, 20, 3, stride=2),  # 29 channels: channel tiles and a smaller last one
     "depthwise": _conv(16, 16, 12, 3, groups=16),
     "grouped": _conv(8, 12, 6, 3, groups=4),
     "gemm": _model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], [1, 40], [1, 24],
@@ -296,6 +297,7 @@ def test_every_knob_setting_computes_the_same_kernel(name):
 @pytest.mark.parametrize("c, f, hw, k, stride, groups", [
     (64, 96, 14, 3, 1, 1), (16, 32, 56, 3, 1, 1), (192, 64, 28, 1, 1, 1), (32, 48, 13, 3, 1, 1),
     (3, 32, 30, 7, 2, 1), (48, 48, 20, 3, 1, 48), (96, 96, 14, 5, 2, 96), (256, 1000, 13, 1, 1, 1),
+    (3, 29, 40, 3, 2, 1), (128, 128, 28, 3, 1, 1),
 ])
 def test_conv_tiling_is_the_schedule_the_rule_gives(mcpu, c, f, hw, k, stride, groups):
     """kernels.conv_tiling (the cost model's view of a convolution's kernel, from its shape)
