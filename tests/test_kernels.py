@@ -72,10 +72,14 @@ CASES = {
     "matmul": _model([helper.make_node("MatMul", ["x", "W"], ["y"])], [6, 20], [6, 16], {"W": (20, 16)}),
     "maxpool": _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])],
                       [1, 8, 11, 11], [1, 8, 5, 5], {}),
+    "maxpool_narrow": _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])],
+                             [1, 8, 7, 7], [1, 8, 3, 3], {}),  # rows of 3: a register tile
     "avgpool": _model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
                       [1, 8, 8, 8], [1, 8, 4, 4], {}),
     "global_avgpool": _model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], [1, 24, 7, 7],
                              [1, 24, 1, 1], {}),
+    "global_avgpool_8x8": _model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], [1, 24, 8, 8],
+                                 [1, 24, 1, 1], {}),  # runs of 64: vector partial sums
     # elementwise: the whole nest one flat vector loop; a per-channel operand: each channel's map
     "add": _model([helper.make_node("Add", ["x", "W"], ["y"])], [1, 12, 8, 8], [1, 12, 8, 8], {"W": (1, 12, 8, 8)}),
     "channel_scale": _model([helper.make_node("Mul", ["x", "W"], ["y"])], [1, 12, 8, 8], [1, 12, 8, 8], {"W": (1, 12, 1, 1)}),
@@ -103,25 +107,45 @@ def test_operator_matches_unscheduled_build(name):
     _check_equal(mod, np.random.default_rng(1).standard_normal(shape).astype("float32"))
 
 
-@pytest.mark.parametrize("name", ["conv3x3", "depthwise", "gemm", "maxpool"])
-def test_reduction_gets_register_tile(name):
+def _schedules(target=HOST):
+    """The scheduling passes as lowering_pipeline runs them: the constant weights marked first."""
+    return [relax.transform.AttachAttrLayoutFreeBuffers(), kernels.default_schedule_pass(target)]
+
+
+def _scheduled_text(name):
     mod = frontend.import_onnx(CASES[name])
     with HOST:
         mod = tvm.transform.Sequential(
             [relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(),
-             relax.transform.FuseOps(), relax.transform.FuseTIR(), kernels.default_schedule_pass(HOST)]
+             relax.transform.FuseOps(), relax.transform.FuseTIR(), *_schedules()]
         )(mod)
     funcs = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
-    scheduled = [f for f in funcs if int(f.attrs.get("tirx.is_scheduled", 0)) == 1]
-    assert scheduled, "no PrimFunc was scheduled"
-    text = "\n".join(f.script() for f in scheduled)
+    return "\n".join(f.script() for f in funcs if int(f.attrs.get("tirx.is_scheduled", 0)) == 1)
+
+
+def test_wide_pool_is_left_to_llvm():
+    """Rows of 5 outputs, wider than HOST's 4 lanes: the window loops stay as legalized, for
+    LLVM to vectorize."""
+    text = _scheduled_text("maxpool")
+    assert "pool_max" in text and "T.vectorized" not in text and 'scope="local"' not in text
+
+
+def test_contiguous_mean_sums_vector_partials():
+    text = _scheduled_text("global_avgpool_8x8")
+    assert "_rf" in text and "T.vectorized" in text
+    assert "x_global" not in text  # the activation is not repacked at every call
+
+
+@pytest.mark.parametrize("name", ["conv3x3", "depthwise", "gemm", "maxpool_narrow"])
+def test_reduction_gets_register_tile(name):
+    text = _scheduled_text(name)
     assert "T.vectorized" in text and 'scope="local"' in text
 
 
 def _scheduled_script(name):
     mod = frontend.import_onnx(CASES[name])
     with HOST:
-        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), kernels.default_schedule_pass(HOST)])(mod)
+        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), *_schedules()])(mod)
     funcs = [f for _, f in mod.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
     return "\n".join(f.script() for f in funcs if int(f.attrs.get("tirx.is_scheduled", 0)) == 1)
 
@@ -223,7 +247,7 @@ def test_cheap_epilogue_is_computed_in_the_write_back():
     """Bias and ReLU run in the convolution's write-back: the kernel keeps no full-size buffer but
     its padded input (and the packed weights); swish (which calls exp) keeps its own pass."""
     with HOST:
-        fused = tvm.transform.Sequential(fusion_passes() + [kernels.default_schedule_pass(HOST)])
+        fused = tvm.transform.Sequential(fusion_passes() + _schedules())
         conv = fused(frontend.import_onnx(CASES["conv3x3"]))
     text = "\n".join(f.script() for _, f in conv.functions_items() if isinstance(f, tvm.tirx.PrimFunc))
     allocations = [line for line in text.splitlines() if "T.sblock_alloc_buffer(" in line]
@@ -305,7 +329,7 @@ def test_conv_tiling_is_the_schedule_the_rule_gives(mcpu, c, f, hw, k, stride, g
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 1})
     mod = frontend.import_onnx(_conv(c, f, hw, k, stride, groups, relu=False))
     with target:
-        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), kernels.default_schedule_pass(target)])(mod)
+        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), *_schedules(target)])(mod)
     script = next(fn.script() for _, fn in mod.functions_items()
                   if isinstance(fn, tvm.tirx.PrimFunc) and "conv2d_nchw_update" in fn.script())
     lines = script.splitlines()
