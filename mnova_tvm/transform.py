@@ -358,10 +358,27 @@ def _after_legalize(passes: list) -> int:
 
 def kernel_module(mod: tvm.IRModule, target, fuse: bool = True) -> tvm.IRModule:
     """`mod` as lowering_pipeline hands it to the schedules: fused and legalized, one PrimFunc per
-    kernel. What tuning extracts its tasks from (tune.py), so tuned records match at compile time."""
+    kernel, the constant weights marked layout-free. What tuning extracts its tasks from (tune.py),
+    so tuned records match at compile time and pack the weights the default schedules pack."""
     lowering = lowering_passes()
+    passes = (fusion_passes() if fuse else []) + lowering[:_after_legalize(lowering)]
     with tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target:
-        return tvm.transform.Sequential((fusion_passes() if fuse else []) + lowering[:_after_legalize(lowering)])(mod)
+        return tvm.transform.Sequential(passes + [relax.transform.AttachAttrLayoutFreeBuffers()])(mod)
+
+
+def schedule_passes(target, database=None) -> list:
+    """The passes that schedule a kernel_module's kernels for `target`: the best record of the
+    MetaSchedule `database` (tune.py) where it has one, the default schedule (kernels.py) elsewhere;
+    then the weight packing the schedules asked for runs once, at build time, on the constant weights."""
+    from .kernels import default_schedule_pass, narrow_partitioned_kernels_pass
+
+    passes = [default_schedule_pass(target)]
+    if database is not None:
+        from .tune import apply_database_pass
+
+        passes.insert(0, apply_database_pass(database, target))
+    return passes + [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
+                     narrow_partitioned_kernels_pass]
 
 
 def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False,
@@ -383,18 +400,8 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
         passes.append(ApplyOrder(order))
     lowering = lowering_passes(DeviceArenaPlanMemory if plan_memory == "arena" else None)
     if schedule_target is not None:
-        from .kernels import default_schedule_pass, narrow_partitioned_kernels_pass
-
         at = _after_legalize(lowering)
-        schedules = [relax.transform.AttachAttrLayoutFreeBuffers(), default_schedule_pass(schedule_target)]
-        if database is not None:
-            from .tune import apply_database_pass
-
-            schedules.insert(0, apply_database_pass(database, schedule_target))
-        # Weight packing the schedules asked for runs once, at build time, on the constant weights.
-        schedules += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant(),
-                      narrow_partitioned_kernels_pass]
-        lowering[at:at] = schedules
+        lowering[at:at] = [relax.transform.AttachAttrLayoutFreeBuffers(), *schedule_passes(schedule_target, database)]
     if weights is not None:
         at = next(i for i, p in enumerate(lowering) if p.info.name == "ToNonDataflow")
         lowering.insert(at, LiftWeights(weights))

@@ -218,7 +218,9 @@ def tune(mods: Sequence[tvm.IRModule], board: Board, root, trials_per_kernel: in
         def space(sch):
             scheduled = default_schedule(sch, target, knobs_of(sch.mod)[index])
             return [scheduled if scheduled is not None else sch]
-        return ms.space_generator.ScheduleFn(space)
+        # Our schedules are complete, as compilation applies them: no postprocessing (MetaSchedule's
+        # RewriteLayout would pack the weights they pack a second time).
+        return ms.space_generator.ScheduleFn(space, postprocs=[])
 
     try:
         # Our schedule under each distinct knob setting, the defaults first, one trial each.
@@ -232,8 +234,11 @@ def tune(mods: Sequence[tvm.IRModule], board: Board, root, trials_per_kernel: in
             remaining.setdefault(trials_per_kernel - _record_count(database, t), []).append(t)
         population = min(128, max(16, 4 * trials_per_kernel))  # no use breeding 512 to measure a few
         for left, todo in sorted(remaining.items(), reverse=True):
+            # Not seeded with the measured records: ours pack their weights already, and
+            # MetaSchedule's RewriteLayout fails on a schedule that packed them.
             stage(todo, "post-order-apply", ms.search_strategy.EvolutionarySearch(
-                population_size=population, init_min_unmeasured=population // 4), left, "searching")
+                population_size=population, init_measured_ratio=0.0, init_min_unmeasured=population // 4), left,
+                "searching")
     except Exception as err:
         raise MnovaError(f"tuning for {board.name} failed: {last_line(err)}; what was "
                          f"measured is kept in {folder}, rerun to resume") from None

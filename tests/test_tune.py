@@ -3,13 +3,14 @@
 import numpy as np
 import pytest
 import tvm
+from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
 from mnova_tvm import frontend, tune
 from mnova_tvm.cli import main
 from mnova_tvm.compile import build_for_board
 from mnova_tvm.errors import MnovaError
 from mnova_tvm.targets import load_board
-from mnova_tvm.transform import kernel_module
+from mnova_tvm.transform import kernel_module, schedule_passes
 from onnx_models import branchy_cnn
 
 
@@ -52,6 +53,31 @@ def test_tune_records_resumes_and_compiles_to_the_same_outputs(tmp_path, capsys)
     out = tmp_path / "cli.so"
     assert main(["compile", "--board", "host", str(model), "--tuned", str(root), "-o", str(out)]) == 0
     assert out.exists()
+
+
+def _kernel_params(mod, target, database=None):
+    """Each kernel's parameter shapes once scheduled as compilation schedules it (packed weights
+    have the tile innermost: a conv's 4-D weights become 5-D)."""
+    scheduled = tvm.transform.Sequential(schedule_passes(target, database))(kernel_module(mod, target))
+    return {gv.name_hint: [tuple(int(d) for d in arg.shape) for arg in ArgInfo.from_prim_func(f)]
+            for gv, f in scheduled.functions_items() if isinstance(f, tvm.tirx.PrimFunc)}
+
+
+def test_default_records_pack_the_weights_the_default_schedules_pack(tmp_path):
+    """Tuning measures the kernels compilation builds: a record of the default schedule compiles
+    to the default kernel, its constant weights packed once at build time, not read unpacked."""
+    mod = frontend.load_model("squeezenet1_1", input_size=48)
+    board = load_board("host")
+    root = tmp_path / "tuning"
+    tune.tune([mod], board, root, trials_per_kernel=1, max_kernels=3, log=lambda *_: None)
+    target = board.tvm_target()
+    with tune.tuned(root):
+        database = tune.database_for(board)
+    default = _kernel_params(mod, target)
+    tuned = _kernel_params(mod, target, database)
+    packed = [name for name, shapes in default.items() if any(len(s) == 5 for s in shapes)]
+    assert len(_scheduled_from_database(mod, board, root)) == 3 and packed
+    assert tuned == default
 
 
 def test_tuning_errors_are_one_line(tmp_path, capsys):
