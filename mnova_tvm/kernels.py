@@ -27,7 +27,7 @@ scalar speed.  This module gives every PrimFunc a deterministic schedule without
 transform.lowering_pipeline(schedule_target=...) runs ``default_schedule_pass(target)`` after
 legalization, between AttachAttrLayoutFreeBuffers (which marks the constant weights) and
 SplitLayoutRewritePreproc + FoldConstant (which pack them once) and narrow_partitioned_kernels_pass;
-use the same order in a pipeline of your own.
+transform.kernel_module and transform.schedule_passes give the same order to a pipeline of your own.
 """
 
 from __future__ import annotations

@@ -356,14 +356,18 @@ def _after_legalize(passes: list) -> int:
     return next(i for i, p in enumerate(passes) if p.info.name == "LegalizeOps") + 1
 
 
+def _until_schedules(lowering: list) -> list:
+    """The passes of `lowering` up to the schedules: legalized, the constant weights marked layout-free."""
+    return lowering[:_after_legalize(lowering)] + [relax.transform.AttachAttrLayoutFreeBuffers()]
+
+
 def kernel_module(mod: tvm.IRModule, target, fuse: bool = True) -> tvm.IRModule:
     """`mod` as lowering_pipeline hands it to the schedules: fused and legalized, one PrimFunc per
     kernel, the constant weights marked layout-free. What tuning extracts its tasks from (tune.py),
     so tuned records match at compile time and pack the weights the default schedules pack."""
-    lowering = lowering_passes()
-    passes = (fusion_passes() if fuse else []) + lowering[:_after_legalize(lowering)]
+    passes = (fusion_passes() if fuse else []) + _until_schedules(lowering_passes())
     with tvm.target.Target(target) if not isinstance(target, tvm.target.Target) else target:
-        return tvm.transform.Sequential(passes + [relax.transform.AttachAttrLayoutFreeBuffers()])(mod)
+        return tvm.transform.Sequential(passes)(mod)
 
 
 def schedule_passes(target, database=None) -> list:
@@ -400,8 +404,8 @@ def lowering_pipeline(order=None, plan_memory: str = "arena", fuse: bool = False
         passes.append(ApplyOrder(order))
     lowering = lowering_passes(DeviceArenaPlanMemory if plan_memory == "arena" else None)
     if schedule_target is not None:
-        at = _after_legalize(lowering)
-        lowering[at:at] = [relax.transform.AttachAttrLayoutFreeBuffers(), *schedule_passes(schedule_target, database)]
+        lowering = (_until_schedules(lowering) + schedule_passes(schedule_target, database)
+                    + lowering[_after_legalize(lowering):])
     if weights is not None:
         at = next(i for i, p in enumerate(lowering) if p.info.name == "ToNonDataflow")
         lowering.insert(at, LiftWeights(weights))
