@@ -571,6 +571,59 @@ def _schedule_injective(sch, block, loops, extents, lanes, cores) -> None:
     sch.parallel(sch.fuse(*leading) if len(leading) > 1 else leading[0])
 
 
+def _concat_parts(stmt, extents: list[int]) -> tuple[int, list[int]] | None:
+    """(axis, sizes) when the spatial block copies several buffers side by side along one axis
+    (a concatenation, possibly with an elementwise block inlined): every read indexes each
+    dimension by the output's, whole, except ``axis``, which it indexes from an offset, and the
+    reads tile that axis exactly."""
+    if len(stmt.reads) < 2 or len(stmt.writes) != 1:
+        return None
+    variables = [iv.var for iv in stmt.iter_vars]
+    if len(stmt.writes[0].region) != len(variables) or any(
+            not r.min.same_as(v) for r, v in zip(stmt.writes[0].region, variables)):
+        return None
+    axis, spans = None, []
+    for read in stmt.reads:
+        if len(read.region) != len(variables):
+            return None
+        shifted = [d for d, (r, v) in enumerate(zip(read.region, variables)) if not r.min.same_as(v)]
+        sizes = [int(dim) for dim in read.source.shape]
+        if len(shifted) > 1 or any(sizes[d] != extents[d] for d in range(len(sizes)) if d not in shifted + [axis]):
+            return None
+        d = shifted[0] if shifted else axis
+        coefficients = sym.detect_linear_equation(read.region[d].min, [variables[d]]) if d is not None else None
+        if d is None or axis not in (None, d) or not coefficients or not all(
+                isinstance(c, tirx.IntImm) for c in coefficients) or int(coefficients[0]) != 1:
+            return None
+        axis = d
+        spans.append((-int(coefficients[1]), sizes[d]))
+    spans.sort()
+    starts = [start for start, _ in spans]
+    if starts != [sum(size for _, size in spans[:k]) for k in range(len(spans))] or sum(
+            size for _, size in spans) != extents[axis]:
+        return None
+    return axis, [size for _, size in spans]
+
+
+def _schedule_concat(sch, loops, axis: int, sizes: list[int], extents: list[int], lanes: int, cores: int) -> None:
+    """Split the loop over the concatenated axis at the inputs' boundaries, so that each part is
+    a plain copy of one input (the selects between inputs fold away), and walk each part's inner
+    loops as one flat loop, vectorised in unrolled steps of four vectors where its length allows.
+    As one loop with a select per input, a 17-input concatenation (DenseNet, 1024x7x7) took 77 us;
+    split, 3.8 us."""
+    inner = math.prod(extents[axis + 1:])
+    for part, size in zip(sch.loop_partition(loops[axis], [*sizes[:-1], None]), sizes):
+        block, = sch.get_child_blocks(part)
+        part_loops = sch.get_loops(block)
+        flat = sch.fuse(*part_loops[1:]) if len(part_loops) > 2 else part_loops[-1]
+        if len(part_loops) > 1 and lanes > 1 and inner % (4 * lanes) == 0:
+            _, step, vector = sch.split(flat, [None, 4, lanes])
+            sch.unroll(step)
+            sch.vectorize(vector)
+        if cores > 1 and size * inner >= _MIN_PARALLEL_ELEMENTS:
+            sch.parallel(part_loops[0])
+
+
 def _spatial_only(sch, block) -> bool:
     return all(int(iv.iter_type) == _DATA_PAR for iv in sch.get(block).iter_vars)
 
@@ -602,6 +655,64 @@ def _inline_elementwise_chains(sch: s_tir.Schedule) -> bool:
     return changed
 
 
+def _row_stride(stmt, axis: int) -> int:
+    """The step of the block's first read along its last dimension per step of ``axis`` (2 for a
+    stride-2 convolution's input along the output width), 1 when it is not a constant step."""
+    region = stmt.reads[0].region if stmt.reads else []
+    var = stmt.iter_vars[axis].var
+    if not region or not _uses(region[-1].min, var):
+        return 1
+    coefficients = sym.detect_linear_equation(region[-1].min, [var])
+    return int(coefficients[0]) if coefficients and isinstance(coefficients[0], tirx.IntImm) else 1
+
+
+def _deinterleave_strided_rows(sch: s_tir.Schedule, lanes: int, knobs: Knobs) -> bool:
+    """Store the padded copy a strided reduction reads along its vector axis as ``stride``
+    interleaved planes, row[x] -> row[x % stride][x // stride], so that each of the reduction's
+    vector loads is contiguous instead of a gather. The copy walks its rows in pairs of planes,
+    which LLVM vectorises with interleaved loads. This is how a depthwise convolution (vectorised
+    along the image row, its input indexed by channel) runs at stride 2: 96 channels 3x3 on
+    112x112 went from 0.60 to 0.29 ms, 144 on 28x28 from 0.054 to 0.027 ms (AVX-512, one thread)."""
+    changed = False
+    for block in sch.get_child_blocks(get_root_block(sch)):
+        plain = _plain_loops(sch, block)
+        if plain is None or _COMM_REDUCE not in plain[2]:
+            continue
+        _, extents, kinds = plain
+        spatial = [i for i, k in enumerate(kinds) if k == _DATA_PAR]
+        reduce = [i for i, k in enumerate(kinds) if k == _COMM_REDUCE]
+        if (not spatial or max(spatial) > min(reduce) or _row_reduction(sch, block, extents, kinds, lanes)
+                or _wide_pool(sch, block, extents, kinds, lanes)):
+            continue
+        stmt = sch.get(block)
+        reduction = math.prod(extents[i] for i in reduce)
+        pointwise = sum(extents[i] > 1 for i in reduce) == 1
+        inner = spatial[-1]
+        stride = _row_stride(stmt, inner)
+        if stride < 2 or _vector_axis(sch, block, spatial, extents, reduction, pointwise, lanes,
+                                      knobs.vector_axis) != inner:
+            continue
+        producers = [p for p in sch.get_producers(block) if sch.get(p).writes[0].source.same_as(stmt.reads[0].source)]
+        if len(producers) != 1 or not _spatial_only(sch, producers[0]) or _plain_loops(sch, producers[0]) is None:
+            continue
+        copy = sch.get(producers[0])
+        written = copy.writes[0]
+        if (int(written.source.shape[-1]) % stride or not written.region[-1].min.same_as(copy.iter_vars[-1].var)
+                or len(written.region) != len(copy.iter_vars)):
+            continue
+        ndim = len(copy.iter_vars)
+        try:
+            sch.transform_layout(producers[0], ("write", 0), tirx.IndexMap.from_func(
+                lambda *idx: [*idx[:-1], idx[-1] % stride, idx[-1] // stride], ndim=ndim))
+            sch.transform_block_layout(producers[0], tirx.IndexMap.from_func(
+                lambda *idx: [*idx[:-1], idx[-1] // stride, idx[-1] % stride], ndim=ndim))
+            sch.unroll(sch.get_loops(producers[0])[-1])
+        except (s_tir.ScheduleError, RuntimeError):
+            continue
+        changed = True
+    return changed
+
+
 def default_schedule(sch: s_tir.Schedule, target: Target, knobs: Knobs = Knobs()) -> s_tir.Schedule | None:
     """``sch`` with every block the rules fit scheduled, or None when no block matched a rule.
 
@@ -616,6 +727,7 @@ def default_schedule(sch: s_tir.Schedule, target: Target, knobs: Knobs = Knobs()
     cores = num_cores(target)
     free_broadcasts = embedded_broadcast(target)
     changed = _inline_elementwise_chains(sch)
+    changed = _deinterleave_strided_rows(sch, lanes, knobs) or changed
     for name in [sch.get(block).name_hint for block in sch.get_child_blocks(get_root_block(sch))]:
         try:
             block = sch.get_sblock(name)
@@ -633,6 +745,8 @@ def default_schedule(sch: s_tir.Schedule, target: Target, knobs: Knobs = Knobs()
                 _schedule_wide_pool(trial, loops, extents, kinds, cores)
             elif _COMM_REDUCE in kinds:
                 _schedule_reduction(trial, block, loops, extents, kinds, lanes, cores, knobs, free_broadcasts)
+            elif (concat := _concat_parts(trial.get(block), extents)) is not None:
+                _schedule_concat(trial, loops, *concat, extents, lanes, cores)
             else:
                 _schedule_injective(trial, block, loops, extents, lanes, cores)
         except (s_tir.ScheduleError, RuntimeError, IndexError):  # the rule does not fit this block

@@ -66,6 +66,7 @@ CASES = {
     "conv1x1_width17": _conv(32, 16, 17, 1),  # pixel rows: full tiles and a smaller last one
     "conv_channels29": _conv(3, 29, 20, 3, stride=2),  # 29 channels: channel tiles and a smaller last one
     "depthwise": _conv(16, 16, 12, 3, groups=16),
+    "depthwise_stride2": _conv(16, 16, 12, 3, stride=2, groups=16),  # its padded copy in two planes
     "grouped": _conv(8, 12, 6, 3, groups=4),
     "gemm": _model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], [1, 40], [1, 24],
                    {"W": (24, 40), "B": (24,)}),
@@ -84,6 +85,11 @@ CASES = {
     "add": _model([helper.make_node("Add", ["x", "W"], ["y"])], [1, 12, 8, 8], [1, 12, 8, 8], {"W": (1, 12, 8, 8)}),
     "channel_scale": _model([helper.make_node("Mul", ["x", "W"], ["y"])], [1, 12, 8, 8], [1, 12, 8, 8], {"W": (1, 12, 1, 1)}),
     "row_scale": _model([helper.make_node("Mul", ["x", "W"], ["y"])], [1, 4, 8, 16], [1, 4, 8, 16], {"W": (1, 1, 1, 16)}),
+    # uneven parts (4, 3, 5 channels); maps of 36 (left to LLVM) and 64 (unrolled vector steps)
+    "concat": _model([helper.make_node("Concat", ["x", "A", "B"], ["y"], axis=1)], [1, 4, 6, 6], [1, 12, 6, 6],
+                     {"A": (1, 3, 6, 6), "B": (1, 5, 6, 6)}),
+    "concat_8x8": _model([helper.make_node("Concat", ["A", "x", "B"], ["y"], axis=1)], [1, 4, 8, 8],
+                         [1, 12, 8, 8], {"A": (1, 3, 8, 8), "B": (1, 5, 8, 8)}),
     "transpose": _model([helper.make_node("Transpose", ["x"], ["y"], perm=[0, 2, 3, 1])], [1, 4, 8, 16], [1, 8, 16, 4], {}),
 }
 
@@ -165,6 +171,23 @@ def test_elementwise_loops_fused_where_every_buffer_is_contiguous(name, fused, e
     assert elements % (4 * lanes) == 0  # so: vectorised in unrolled steps of four vectors
     assert loops[-2:] == [f"for {fused}_1 in T.unroll(T.int64(4)):", f"for {fused}_2 in T.vectorized(T.int64({lanes})):"]
     assert f"{fused}_0" in loops[-3] and f"T.int64({elements // (4 * lanes)})" in loops[-3]
+
+
+@pytest.mark.parametrize("name", ["concat", "concat_8x8"])
+def test_concatenation_is_one_plain_copy_per_input(name):
+    """The loop over channels is split at the inputs' boundaries (4, 3, 5): three copies."""
+    text = _scheduled_script(name)
+    assert text.count("_partition\")") == 3
+    assert "in range(T.int64(4), T.int64(7))" in text or "in range(T.int64(3), T.int64(7))" in text
+
+
+def test_strided_depthwise_reads_its_padded_copy_in_planes():
+    """Stride 2 along the vectorised row: the 14-wide padded rows are stored as 2 planes of 7, so
+    the convolution's vector loads are contiguous."""
+    text = _scheduled_script("depthwise_stride2")
+    assert "T.int64(14), T.int64(2), T.int64(7)))" in text
+    conv = next(line for line in text.splitlines() if "T.reads(" in line and "pad_temp[" in line)
+    assert conv.split("pad_temp[")[1].split("]")[0].split(", ")[-1] == "v_rx // T.int64(2) + v_xx"
 
 
 def test_vector_lanes_follow_the_target():
