@@ -146,13 +146,14 @@ def _strided(stmt, axis: int) -> bool:
     """Whether a read of the block steps through memory by more than one element along ``axis``
     (a strided convolution's input along the output width): vector loads become gathers."""
     var = stmt.iter_vars[axis].var
-    for region in stmt.reads:
-        if not region.region or not _uses(region.region[-1].min, var):
-            continue
-        coefficients = sym.detect_linear_equation(region.region[-1].min, [var])
-        if not coefficients or not isinstance(coefficients[0], tirx.IntImm) or int(coefficients[0]) != 1:
-            return True
-    return False
+    return any(region.region and _uses(region.region[-1].min, var) and _row_step(region.region, var) != 1
+               for region in stmt.reads)
+
+
+def _row_step(region, var) -> int | None:
+    """Elements a read steps along its last dimension per step of ``var``; None when not constant."""
+    coefficients = sym.detect_linear_equation(region[-1].min, [var])
+    return int(coefficients[0]) if coefficients and isinstance(coefficients[0], tirx.IntImm) else None
 
 
 def _indexes_directly(sch, stmt, axis: int) -> bool:
@@ -662,8 +663,7 @@ def _row_stride(stmt, axis: int) -> int:
     var = stmt.iter_vars[axis].var
     if not region or not _uses(region[-1].min, var):
         return 1
-    coefficients = sym.detect_linear_equation(region[-1].min, [var])
-    return int(coefficients[0]) if coefficients and isinstance(coefficients[0], tirx.IntImm) else 1
+    return _row_step(region, var) or 1
 
 
 def _deinterleave_strided_rows(sch: s_tir.Schedule, lanes: int, knobs: Knobs) -> bool:
