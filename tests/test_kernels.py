@@ -340,6 +340,16 @@ def test_every_knob_setting_computes_the_same_kernel(name):
     assert variants > 1, "no kernel had more than its default schedule to measure"
 
 
+@pytest.mark.parametrize("extent", [7, 13])
+@pytest.mark.parametrize("lanes", [16, 8, 4])
+def test_register_rows_leave_no_one_row_last_tile(extent, lanes):
+    """A last tile of one row runs a step of a few FMAs, each waiting on the last: a tiling of
+    the rows into nearly equal tiles (7 = 4 + 3) keeps every step busy."""
+    rows, width = kernels._tile_sizes(extent, 4 * lanes, lanes, tail=True)
+    assert width % lanes == 0 and extent % rows != 1
+    assert kernels._step_cycles(extent % rows or rows, width // lanes, lanes) <= kernels._step_cycles(rows, width // lanes, lanes)
+
+
 @pytest.mark.parametrize("mcpu", ["skylake-avx512", "haswell"])
 @pytest.mark.parametrize("c, f, hw, k, stride, groups", [
     (64, 96, 14, 3, 1, 1), (16, 32, 56, 3, 1, 1), (192, 64, 28, 1, 1, 1), (32, 48, 13, 3, 1, 1),
