@@ -297,6 +297,34 @@ def SubsampleStridedPointwise(mod, _ctx):  # noqa: N802
     return _rewrite_calls(mod, rewrite)
 
 
+_POOLS_2D = {"relax.nn.max_pool2d": relax.op.nn.max_pool2d, "relax.nn.avg_pool2d": relax.op.nn.avg_pool2d}
+
+
+@tvm.transform.module_pass(opt_level=0, name="mnova.DropRedundantCeilMode")
+def DropRedundantCeilMode(mod, _ctx):  # noqa: N802
+    """A pooling whose ceil mode adds no output window is the same pooling in floor mode. TVM
+    legalizes ceil mode with a padded copy of the input whatever the shapes; floor mode without
+    padding reads the input in place (SqueezeNet's 3x3 stride-2 max pools: 2x faster)."""
+
+    def rewrite(builder, call):
+        make = _POOLS_2D.get(call.op.name)
+        attrs = call.attrs
+        if make is None or not bool(attrs.ceil_mode) or str(attrs.layout) != "NCHW" or call.ty.shape is None:
+            return None
+        in_shape, out_shape = call.args[0].ty.shape.values, call.ty.shape.values
+        top, left, bottom, right = (int(v) for v in attrs.padding)
+        floor = [(int(in_shape[axis]) + before + after - int(d) * (int(k) - 1) - 1) // int(s) + 1
+                 for axis, before, after, k, s, d in zip((2, 3), (top, left), (bottom, right), attrs.pool_size,
+                                                         attrs.strides, attrs.dilation)]
+        if floor != [int(v) for v in out_shape[2:]]:
+            return None
+        return make(call.args[0], pool_size=attrs.pool_size, strides=attrs.strides, padding=attrs.padding,
+                    dilation=attrs.dilation, ceil_mode=False, count_include_pad=bool(attrs.count_include_pad),
+                    layout="NCHW", out_layout=str(attrs.out_layout))
+
+    return _rewrite_calls(mod, rewrite)
+
+
 def LiftWeights(weights: dict, min_bytes: int = 4096) -> tvm.transform.Pass:  # noqa: N802
     """Every constant of at least `min_bytes` in a Relax function becomes a trailing parameter of
     it; ``weights[function name]`` receives their values in parameter order.
@@ -346,7 +374,8 @@ def fusion_passes() -> list:
     work left); any other is decomposed (per-channel constants folded), so it fuses into the
     kernel before it instead of running on its own with a square root per element."""
     return [relax.transform.FoldBatchnormToConv2D(), relax.transform.FoldConstant(),
-            relax.transform.DecomposeOpsForInference(), FastSigmoid, SubsampleStridedPointwise, relax.transform.LegalizeOps(),
+            relax.transform.DecomposeOpsForInference(), FastSigmoid, SubsampleStridedPointwise, DropRedundantCeilMode,
+            relax.transform.LegalizeOps(),
             relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(), relax.transform.FuseOps(),
             relax.transform.FuseTIR()]
 

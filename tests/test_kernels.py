@@ -9,7 +9,8 @@ from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 from tvm.support import cc
 
 from mnova_tvm import frontend, kernels, zoo
-from mnova_tvm.transform import FastSigmoid, SubsampleStridedPointwise, fusion_passes, kernel_module, lowering_pipeline
+from mnova_tvm.transform import (DropRedundantCeilMode, FastSigmoid, SubsampleStridedPointwise, fusion_passes,
+                                 kernel_module, lowering_pipeline)
 
 HOST = tvm.target.Target({"kind": "llvm", "num-cores": 2})
 AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mcpu": "cortex-a72", "mattr": ["+neon"], "num-cores": 4}
@@ -75,6 +76,13 @@ CASES = {
                       [1, 8, 11, 11], [1, 8, 5, 5], {}),
     "maxpool_narrow": _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2])],
                              [1, 8, 7, 7], [1, 8, 3, 3], {}),  # rows of 3: a register tile
+    # ceil mode that adds no window (dropped) and one that adds a window (kept)
+    "maxpool_ceil_exact": _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                                   ceil_mode=1)], [1, 8, 11, 11], [1, 8, 5, 5], {}),
+    "avgpool_ceil_exact": _model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                                   pads=[1] * 4, ceil_mode=1)], [1, 8, 11, 11], [1, 8, 6, 6], {}),
+    "maxpool_ceil_extra": _model([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                                                   ceil_mode=1)], [1, 8, 12, 12], [1, 8, 6, 6], {}),
     "avgpool": _model([helper.make_node("AveragePool", ["x"], ["y"], kernel_shape=[2, 2], strides=[2, 2])],
                       [1, 8, 8, 8], [1, 8, 4, 4], {}),
     "global_avgpool": _model([helper.make_node("GlobalAveragePool", ["x"], ["y"])], [1, 24, 7, 7],
@@ -222,7 +230,8 @@ def test_arm_build_links(tmp_path, target, compiler, machine):
 
 
 def test_rewrites_before_legalization():
-    """FastSigmoid, SubsampleStridedPointwise and the batch-norm decomposition really rewrite."""
+    """FastSigmoid, SubsampleStridedPointwise, DropRedundantCeilMode and the batch-norm decomposition
+    really rewrite."""
     swish = frontend.import_onnx(CASES["swish"])
     assert "R.sigmoid" in swish.script()
     rewritten = FastSigmoid(swish).script()
@@ -232,6 +241,10 @@ def test_rewrites_before_legalization():
     assert "R.strided_slice" in rewritten and "strides=[2, 2]" not in rewritten.split("R.nn.conv2d")[1]
     unstrided = frontend.import_onnx(CASES["conv3x3_stride2"])  # 3x3: needs the pixels between
     assert "R.strided_slice" not in SubsampleStridedPointwise(unstrided).script()
+    for case, ceil in (("maxpool_ceil_exact", False), ("avgpool_ceil_exact", False), ("maxpool_ceil_extra", True)):
+        pool = frontend.import_onnx(CASES[case])
+        assert "ceil_mode=True" in pool.script()
+        assert ("ceil_mode=True" in DropRedundantCeilMode(pool).script()) == ceil, case
     with HOST:
         fused = tvm.transform.Sequential(fusion_passes())(frontend.import_onnx(CASES["conv_batchnorm"]))
     names = [gv.name_hint for gv, f in fused.functions_items() if isinstance(f, tvm.tirx.PrimFunc)]
