@@ -339,6 +339,32 @@ def test_roofline_line_recovers_a_linear_latency(rows):
     assert coefficients[3] < 1e-3 / 4e9
 
 
+def test_derived_columns_give_input_row_length_and_padding(graph):
+    """For every conv and pool slice the profiler times: in_row_elements is its input's width, and
+    padded says whether the windows its output rows and columns read reach outside the input
+    (counted here from the attributes, dilation and ceil mode included)."""
+    from mnova_tvm.costmodel import DERIVED, model_inputs
+
+    checked = []
+    for job in jobs_for(graph):
+        node = graph.node_by_name[job.node]
+        if node.op not in ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d"):
+            continue
+        _, _, in_h, in_w = graph.tensors[node.inputs[0]].shape
+        _, _, out_h, out_w = graph.tensors[node.outputs[0]].shape
+        rows = (0, job.units) if job.dim == "height" else (0, out_h)  # profiled height slices are the first rows
+        top, left, _, _ = node.attrs["padding"]
+        reach = [(rows[0] * s - pad, (end - 1) * s - pad + d * (k - 1) + 1, size)
+                 for s, pad, d, k, end, size in zip(node.attrs["strides"], (top, left), node.attrs.get("dilation", (1, 1)),
+                                                    node.attrs["kernel"], (rows[1], out_w), (in_h, in_w))]
+        padded = any(first < 0 or last > size for first, last, size in reach)
+        columns = dict(zip(DERIVED, model_inputs(job_features(graph, job))[0, len(FEATURES):]))
+        assert columns["in_row_elements"] == in_w, job
+        assert columns["padded"] == padded, job
+        checked.append(padded)
+    assert len(checked) >= 20 and set(checked) == {False, True}
+
+
 def _dataset(rows, path):
     with open(path, "w") as f:
         for i, r in enumerate(rows):
