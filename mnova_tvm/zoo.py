@@ -496,7 +496,7 @@ def shape_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
         for _ in range(blocks // len(_SWEEP_STAGES) + (stage < blocks % len(_SWEEP_STAGES))):
             x = _sweep_block(net, x, low, high)
     x = net.linear(net.flatten(net.gap(x)), int(net.rng.integers(100, 1500)))
-    return net.finish(x, f"sweep{blocks}")
+    return net.finish(x, f"sweep{blocks}" + (f"-seed{seed}" if seed else ""))
 
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in (

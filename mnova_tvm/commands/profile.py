@@ -27,6 +27,8 @@ def register(sub) -> None:
     parser.add_argument("--sweep", type=int, default=0, metavar="BLOCKS",
                         help="also profile BLOCKS random CNN blocks (zoo.shape_sweep): operator shapes the zoo lacks, "
                              "from which the cost model learns shapes it has not seen (40 blocks: about 1,000 slices)")
+    parser.add_argument("--sweep-seed", type=int, default=0, metavar="SEED",
+                        help="seed of the sweep's random blocks (default 0); another seed profiles other shapes")
     parser.add_argument("--no-links", action="store_true", help="skip the link measurements")
     parser.add_argument("--state", default=None, help="cluster state directory (as for mnova cluster)")
     add_tuned_argument(parser)
@@ -42,7 +44,8 @@ def run(args) -> int:
         size = args.input_size if name in MODELS else None
         models.append((Path(name).stem, load_model(name, input_size=size)))
     if args.sweep:
-        models.append((f"sweep{args.sweep}", load_model(shape_sweep(args.sweep))))
+        sweep = shape_sweep(args.sweep, seed=args.sweep_seed)
+        models.append((sweep.graph.name, load_model(sweep)))
     state_dir = Path(args.state) if args.state else None
     with tempfile.TemporaryDirectory(prefix="mnova-profile-") as workdir, \
             testbed.LocalCluster(cluster, state_dir) as state:
