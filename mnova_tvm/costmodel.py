@@ -46,10 +46,13 @@ SCHEDULE_LANES = (4, 8, 16)
 # input (the row length of a conv's or pool's input, which a height slice's features lack; more for
 # an operator with a second input, less for a broadcast one), and whether a conv or pool reads
 # padding (its kernel first copies the input into a padded buffer): 83.2 % -> 85.0 % with them.
+# Last, per vector width, the partial sums a mean over each channel's map is added up in
+# (kernels._partial_sums; 0: no vector partial sums, a register tile instead).
 DERIVED = tuple(f"{name}_{lanes}" for lanes in SCHEDULE_LANES for name in
                 ("channel_vectors", "vector_tile", "register_rows", "lane_fill", "flat_vectors", "map_vectors")) \
-    + ("in_row_elements", "padded")
+    + ("in_row_elements", "padded") + tuple(f"partial_sums_{lanes}" for lanes in SCHEDULE_LANES)
 WINDOWED_CODES = [OPS.index(op) for op in ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d")]
+MAP_REDUCTION_CODES = [OPS.index(op) for op in ("relax.mean", "relax.nn.adaptive_avg_pool2d")]
 
 
 def _op_code(op: str) -> int:
@@ -86,7 +89,7 @@ def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions:
 
 def model_inputs(features: np.ndarray) -> np.ndarray:
     """FEATURES columns followed by the DERIVED ones."""
-    from .kernels import conv_tiling
+    from .kernels import _partial_sums, conv_tiling
 
     features = np.asarray(features, dtype=float).reshape(-1, len(FEATURES))
     col = {name: features[:, i] for i, name in enumerate(FEATURES)}
@@ -101,7 +104,13 @@ def model_inputs(features: np.ndarray) -> np.ndarray:
         if len(distinct):
             tiles[conv] = np.array([conv_tiling(*map(int, shape[:7]), bool(shape[7]), lanes) for shape in distinct])[which.ravel()]
         derived += [tiles, ((col["out_c"] * maps) % (4 * lanes) == 0)[:, None], (maps % (4 * lanes) == 0)[:, None]]
-    return np.hstack([features, *derived, _input_columns(col)])
+    inputs = _input_columns(col)
+    reduced = np.isin(col["op_code"], MAP_REDUCTION_CODES)
+    runs, run_of = np.unique((col["in_h"] * inputs[:, 0])[reduced].astype(int), return_inverse=True)
+    sums = np.zeros((len(features), len(SCHEDULE_LANES)))
+    sums[reduced] = np.array([[_partial_sums(run, lanes) or 0 for lanes in SCHEDULE_LANES] for run in runs]
+                             ).reshape(-1, len(SCHEDULE_LANES))[run_of.ravel()]
+    return np.hstack([features, *derived, inputs, sums])
 
 
 def _input_columns(col: dict) -> np.ndarray:

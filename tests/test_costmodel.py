@@ -365,6 +365,29 @@ def test_derived_columns_give_input_row_length_and_padding(graph):
     assert len(checked) >= 20 and set(checked) == {False, True}
 
 
+@pytest.mark.parametrize("size", [35, 63])  # the global pool's map: 9x9 (no partial sums), 16x16
+def test_partial_sums_column_follows_the_mean_kernel_rule(size):
+    """A mean over each channel's map is described by the partial sums its kernel adds the map up
+    in (kernels._partial_sums), at each vector width; every other operator has none."""
+    from mnova_tvm.costmodel import DERIVED, SCHEDULE_LANES, model_inputs
+    from mnova_tvm.kernels import _partial_sums
+
+    graph = from_relax(prepare(frontend.load_model(edge_cnn(size=size))), "edge")
+    means, sums = 0, set()
+    for job in jobs_for(graph):
+        node = graph.node_by_name[job.node]
+        columns = dict(zip(DERIVED, model_inputs(job_features(graph, job))[0, len(FEATURES):]))
+        for lanes in SCHEDULE_LANES:
+            if node.op == "relax.mean":
+                _, _, height, width = graph.tensors[node.inputs[0]].shape
+                assert columns[f"partial_sums_{lanes}"] == (_partial_sums(height * width, lanes) or 0), (job, lanes)
+                sums.add(columns[f"partial_sums_{lanes}"])
+            else:
+                assert columns[f"partial_sums_{lanes}"] == 0, job
+        means += node.op == "relax.mean"
+    assert means > 0 and (sums == {0} if size == 35 else 0 not in sums)
+
+
 def _dataset(rows, path):
     with open(path, "w") as f:
         for i, r in enumerate(rows):
