@@ -45,7 +45,7 @@ SCHEDULE_LANES = (4, 8, 16)
 # Then two columns of the slice's input, whatever the vector width: its elements per row of the first
 # input (the row length of a conv's or pool's input, which a height slice's features lack; more for
 # an operator with a second input, less for a broadcast one), and whether a conv or pool reads
-# padding (its kernel first copies the input into a padded buffer): 83.2 % -> 85.0 % with them.
+# padding (its kernel first copies the input into a padded buffer): 83.2 % -> 84.8 % with them.
 # Last, per vector width, the partial sums a mean over each channel's map is added up in
 # (kernels._partial_sums; 0: no vector partial sums, a register tile instead).
 DERIVED = tuple(f"{name}_{lanes}" for lanes in SCHEDULE_LANES for name in
@@ -61,6 +61,11 @@ def _op_code(op: str) -> int:
 
 def _log(value: float) -> float:
     return math.log2(1.0 + value)
+
+
+def _unlog(values: np.ndarray) -> np.ndarray:
+    """The values a column of _log-ged features was made from."""
+    return np.exp2(values) - 1.0
 
 
 def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions: Mapping[str, tuple]) -> list[float]:
@@ -89,7 +94,7 @@ def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions:
 
 def model_inputs(features: np.ndarray) -> np.ndarray:
     """FEATURES columns followed by the DERIVED ones."""
-    from .kernels import _partial_sums, conv_tiling
+    from .kernels import conv_tiling
 
     features = np.asarray(features, dtype=float).reshape(-1, len(FEATURES))
     col = {name: features[:, i] for i, name in enumerate(FEATURES)}
@@ -105,32 +110,37 @@ def model_inputs(features: np.ndarray) -> np.ndarray:
             tiles[conv] = np.array([conv_tiling(*map(int, shape[:7]), bool(shape[7]), lanes) for shape in distinct])[which.ravel()]
         derived += [tiles, ((col["out_c"] * maps) % (4 * lanes) == 0)[:, None], (maps % (4 * lanes) == 0)[:, None]]
     inputs = _input_columns(col)
-    reduced = np.isin(col["op_code"], MAP_REDUCTION_CODES)
-    runs, run_of = np.unique((col["in_h"] * inputs[:, 0])[reduced].astype(int), return_inverse=True)
-    sums = np.zeros((len(features), len(SCHEDULE_LANES)))
-    sums[reduced] = np.array([[_partial_sums(run, lanes) or 0 for lanes in SCHEDULE_LANES] for run in runs]
-                             ).reshape(-1, len(SCHEDULE_LANES))[run_of.ravel()]
-    return np.hstack([features, *derived, inputs, sums])
+    return np.hstack([features, *derived, inputs, _partial_sums_columns(col, inputs[:, 0])])
 
 
 def _input_columns(col: dict) -> np.ndarray:
     """in_row_elements and padded (see DERIVED), from the byte counts: input bytes over output bytes
     times output elements gives input elements without knowing the dtype."""
-    def raw(name):
-        return np.exp2(col[name]) - 1.0
-
-    in_elements = raw("in_bytes_log") / np.maximum(raw("out_bytes_log"), 1.0) * col["out_c"] * col["out_h"] * col["out_w"]
+    in_elements = (_unlog(col["in_bytes_log"]) / np.maximum(_unlog(col["out_bytes_log"]), 1.0)
+                   * col["out_c"] * col["out_h"] * col["out_w"])
     in_row_elements = np.round(in_elements / np.maximum(col["in_c"] * col["in_h"], 1.0))
     reach = (col["kernel"] - col["stride"])[:, None] + col["stride"][:, None] * np.column_stack([col["out_h"], col["out_w"]])
     padded = np.isin(col["op_code"], WINDOWED_CODES) & np.any(reach > np.column_stack([col["in_h"], in_row_elements]), axis=1)
     return np.column_stack([in_row_elements, padded])
 
 
+def _partial_sums_columns(col: dict, in_row_elements: np.ndarray) -> np.ndarray:
+    """partial_sums_{lanes} (see DERIVED): a mean's map is its input rows times their length."""
+    from .kernels import _partial_sums
+
+    reduced = np.isin(col["op_code"], MAP_REDUCTION_CODES)
+    runs, run_of = np.unique((col["in_h"] * in_row_elements)[reduced].astype(int), return_inverse=True)
+    sums = np.zeros((len(reduced), len(SCHEDULE_LANES)))
+    sums[reduced] = np.array([[_partial_sums(run, lanes) or 0 for lanes in SCHEDULE_LANES] for run in runs]
+                             ).reshape(-1, len(SCHEDULE_LANES))[run_of.ravel()]
+    return sums
+
+
 def _roofline_terms(features: np.ndarray) -> np.ndarray:
     """The columns a slice's baseline seconds are linear in: one call, FLOPs, activation bytes
     moved (in and out), weight bytes."""
     def raw(name):
-        return np.exp2(features[:, FEATURES.index(name)]) - 1.0
+        return _unlog(features[:, FEATURES.index(name)])
 
     return np.column_stack([np.ones(len(features)), raw("flops_log"), raw("in_bytes_log") + raw("out_bytes_log"),
                             raw("weight_bytes_log")])
