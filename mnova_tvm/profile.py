@@ -16,6 +16,7 @@ import datetime
 import json
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -173,6 +174,19 @@ def read_dataset(path) -> tuple[list[dict], list[dict]]:
     return ops, links
 
 
+def merge_rounds(rows: Sequence[dict]) -> list[dict]:
+    """One row per slice and device kind, the median latency of its rounds ("rounds": how many).
+
+    A round is one `mnova profile` run; `--rounds 2` hours later times every slice again. Within
+    a run the passes of a slice are seconds apart (Timing); the host's speed also drifts over
+    hours and days, which they cannot sample."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["device_kind"], row_key(row)), []).append(row)
+    return [{**group[0], "latency_s": statistics.median(float(r["latency_s"]) for r in group), "rounds": len(group)}
+            for group in groups.values()]
+
+
 def _append(path: Path, rows: Iterable[dict]) -> None:
     with open(path, "a") as f:
         for row in rows:
@@ -193,9 +207,10 @@ def _median_seconds(vm, dev, fname: str, args, repeat: int, min_repeat_ms: int) 
 
 def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod: tvm.IRModule, graph: OpGraph,
                     model: str, dataset: Path, workdir: Path, timing: Timing = FULL_TIMING, deadline: float | None = None,
-                    jobs: Sequence[Job] | None = None, log=print) -> int:
-    """Time every not yet profiled job of `model` (or of `jobs`) on each of `devices`, one device
-    per device kind, all of one board; returns rows written.
+                    jobs: Sequence[Job] | None = None, rounds: int = 1, log=print) -> int:
+    """Time every job of `model` (or of `jobs`) whose slice the dataset holds fewer than `rounds`
+    timings of on each of `devices`, once per run, one device per device kind, all of one board;
+    returns rows written.
 
     Compiling the slices takes far longer than timing them, and devices of one board run the same
     code, so each chunk of slices is compiled once and timed on every device that lacks it."""
@@ -212,15 +227,16 @@ def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod:
     pending: dict[str, set[Job]] = {}
     for device in devices:
         kind = device_kind(device)
-        done = {row_key(r) for r in profiled if r["device_kind"] == kind}
+        timings = Counter(row_key(r) for r in profiled if r["device_kind"] == kind)
         pending[kind] = set()
-        for job in jobs:  # the first job of each shape not yet in the dataset
-            if keys[job] not in done:
+        for job in jobs:  # the first job of each shape the dataset lacks a round of
+            if timings[keys[job]] < rounds:
                 pending[kind].add(job)
-                done.add(keys[job])
+                timings[keys[job]] = rounds  # a round is a run: one timing per run
         repeated = len(jobs) - len(pending[kind])
         if repeated and pending[kind]:
-            log(f"[{kind}] {model}: {repeated} of {len(jobs)} slices have a shape the dataset holds already")
+            held = "already" if rounds == 1 else f"{rounds} timings of"
+            log(f"[{kind}] {model}: {repeated} of {len(jobs)} slices have a shape the dataset holds {held}")
         too_large = {j for j in pending[kind] if not _loads_within(graph, j, limits.get(device.name))}
         if too_large:  # the device could not hold these slices in any plan either
             log(f"[{kind}] {model}: {len(too_large)} slices skipped, their weights do not load within "
@@ -401,10 +417,11 @@ def profile_link(state: testbed.ClusterState, device: Device, dataset: Path, rep
 
 def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Sequence[tuple[str, tvm.IRModule]],
                     dataset: Path, workdir: Path, budget_s: float | None = None, links: bool = True,
-                    quick: bool = False, log=print) -> int:
+                    quick: bool = False, rounds: int = 1, log=print) -> int:
     """Profile each device kind of `cluster` once (on its first device) on `models`, then every link.
 
-    `quick` times each slice in 3 passes of at least 2 ms (QUICK_TIMING: several times faster, noisier)."""
+    `quick` times each slice in 3 passes of at least 2 ms (QUICK_TIMING: several times faster, noisier);
+    `rounds`: time again the slices the dataset holds fewer timings of (merge_rounds)."""
     from .graph import from_relax
     from .runtime import prepare
 
@@ -427,7 +444,8 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
         graph = from_relax(mod, name)
         for devices in boards.values():
             written += profile_devices(state, devices, mod, graph, name, dataset, workdir,
-                                       QUICK_TIMING if quick else FULL_TIMING, deadline=deadline, log=log)
+                                       QUICK_TIMING if quick else FULL_TIMING, deadline=deadline, rounds=rounds,
+                                       log=log)
     return written
 
 
@@ -452,6 +470,7 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     need_links = not {d.name for d in cluster.devices} <= {r["device"] for r in links}
     profile_cluster(cluster, state, models, dataset, workdir, links=need_links, quick=True, log=log)
     rows, links = read_dataset(dataset)
+    rows = merge_rounds(rows)
     try:
         model = CostModel.load(path) if path.exists() else None
     except MnovaError as err:  # a cached model of another version: the dataset is still good

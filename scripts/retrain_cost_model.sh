@@ -7,6 +7,8 @@ out=${2:?usage: retrain_cost_model.sh CLUSTER.json MODEL_OUT.json [DATASET] [MOD
 dataset=${3:-$HOME/.cache/mnova/profile.jsonl}
 shift $(( $# >= 3 ? 3 : 2 ))
 models=${*:-squeezenet1_1 mobilenet_v2 resnet18}
-# SWEEP=N (default 40) also profiles N random CNN blocks, shapes the zoo lacks; SWEEP=0 does not
-mnova profile --cluster "$cluster" --dataset "$dataset" --models $models --sweep "${SWEEP:-40}"
+# SWEEP=N (default 40) also profiles N random CNN blocks, shapes the zoo lacks; SWEEP=0 does not.
+# ROUNDS=N (default 1) times each slice once more per run until the dataset holds N timings of it:
+# rerun hours apart, the model learns each slice's median over the host's slow and fast hours
+mnova profile --cluster "$cluster" --dataset "$dataset" --models $models --sweep "${SWEEP:-40}" --rounds "${ROUNDS:-1}"
 mnova train-cost-model "$dataset" -o "$out"

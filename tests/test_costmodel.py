@@ -15,7 +15,7 @@ from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import Plan, device_memory, partition_op, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
 from mnova_tvm.profile import (FULL_TIMING, QUICK_TIMING, Timing, calibrate, device_kind, job_features, job_key, jobs_for, profile_cluster,
-                               profile_devices, read_dataset, timing_of)
+                               merge_rounds, profile_devices, read_dataset, timing_of)
 from mnova_tvm.runtime import prepare
 from mnova_tvm.targets import load_cluster
 from onnx_models import edge_cnn
@@ -183,6 +183,15 @@ def test_timing_of_a_row_is_how_it_was_timed():
     assert Timing(1, 1, passes=3, statistic="min").combine([3.0, 1.0, 2.0]) == 1.0
 
 
+def test_rounds_of_a_slice_merge_to_their_median(rows):
+    one = {**rows[0], "op": "relax.nn.relu", "latency_s": 1.0}
+    other_kind = {**one, "device_kind": "host@0.25cpu" if one["device_kind"] != "host@0.25cpu" else "host@1cpu"}
+    other_slice = {**one, "flops_log": one["flops_log"] + 1}
+    merged = merge_rounds([one, other_kind, {**one, "latency_s": 5.0}, other_slice, {**one, "latency_s": 2.0}])
+    assert [(r["latency_s"], r["rounds"]) for r in merged] == [(2.0, 3), (1.0, 1), (1.0, 1)]
+    assert merged[1]["device_kind"] == other_kind["device_kind"] and merged[2]["flops_log"] == other_slice["flops_log"]
+
+
 def test_dataset_errors(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"row": "op", "device_kind": "x"}) + "\n")
@@ -312,6 +321,15 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
             assert [f for f, _, _ in called] == (["p0", "p1"] * 3 if window_s else ["p0"] * 3 + ["p1"] * 3)
             assert {(r["passes"], r["statistic"]) for r in timed.values()} == {(3, "median")}
             assert {(repeat, ms) for _, repeat, ms in called} == {(4, 1)}
+        # rounds: a run asked for two times each slice once more; the next finds two of each
+        with monkeypatch.context() as patched:
+            patched.setattr("mnova_tvm.profile.CHUNK_BYTES", 2**40)
+            patched.setattr("mnova_tvm.profile._median_seconds", lambda *_: 8.0)
+            written = [profile_devices(state, cluster.devices[:1], prepare(mod), graph, "edge", dataset_passes,
+                                       tmp_path, Timing(1, 1), jobs=two, rounds=2, log=lambda *_: None) for _ in range(2)]
+        assert written == [2, 0]
+        assert sorted((r["latency_s"], r["rounds"]) for r in merge_rounds(read_dataset(dataset_passes)[0])) == \
+            [(5.5, 2), (6.0, 2)]
         ops, links = read_dataset(dataset)
         model = train(ops, links, log=lambda *_: None)
         calibrate(model, cluster, state, mod, "edge", tmp_path, log=lambda *_: None)

@@ -540,6 +540,21 @@ def _calibration_text(factors: dict) -> str:
             f"the sum of its operators' predictions; measured: {measured})")
 
 
+def _round_agreement(timings) -> str:
+    """How often a slice's second round reproduced its first: the noise between profiling runs."""
+    from ..profile import row_key
+
+    first, ratios = {}, {}
+    for row in timings:
+        key = (row["device_kind"], row_key(row))
+        if key not in first:
+            first[key] = float(row["latency_s"])
+        elif key not in ratios:
+            ratios[key] = float(row["latency_s"]) / first[key]
+    within = sum(abs(r - 1) <= 0.1 for r in ratios.values()) / len(ratios)
+    return f"a second round within ±10 % of the first in {100 * within:.1f} % of {len(ratios)} slices"
+
+
 def _timing_text(timing) -> str:
     runs = (f"the median of {timing.repeats} repeats" if timing.repeats > 1 else "one run") + \
         f" of at least {timing.min_repeat_ms} ms"
@@ -564,18 +579,24 @@ def run_costmodel(args) -> int:
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
     from ..profile import (CALIBRATION_GAP_S, calibration_factors, cost_model_for, device_kind, job_key,
-                           jobs_for, read_dataset, row_key, timing_of)
+                           jobs_for, merge_rounds, read_dataset, row_key, timing_of)
     from ..runtime import prepare
     from ..targets import load_cluster
 
     dataset = Path(args.dataset)
-    rows, _ = read_dataset(dataset)
+    timings = read_dataset(dataset)[0]
+    rows = merge_rounds(timings)
     if not rows:
         raise MnovaError(f"dataset {dataset} has no operator rows: run mnova profile first")
     if args.splits < 1 or not 0 < args.test_fraction < 1 or args.remeasure < 0:
         raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
     operator_table = _operator_rows(rows, args.splits, args.test_fraction)
     timing_text = "; ".join(f"{n} as {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
+    rounds = Counter(r["rounds"] for r in rows)
+    if set(rounds) != {1}:
+        timing_text += "; " + ", ".join(f"{n} the median of {k} rounds" if k > 1 else f"{n} in one round"
+                                        for k, n in sorted(rounds.items(), reverse=True))
+        timing_text += f" (a round: one mnova profile run, rounds hours apart; {_round_agreement(timings)})"
     noise_table, plan_table, errors, calibration_text = [], [], [], None
     cluster = load_cluster(args.cluster) if args.cluster else None
     kinds = {device_kind(d) for d in cluster.devices} if cluster else set()

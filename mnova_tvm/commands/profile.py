@@ -29,6 +29,9 @@ def register(sub) -> None:
                              "from which the cost model learns shapes it has not seen (40 blocks: about 1,000 slices)")
     parser.add_argument("--sweep-seed", type=int, default=0, metavar="SEED",
                         help="seed of the sweep's random blocks (default 0); another seed profiles other shapes")
+    parser.add_argument("--rounds", type=int, default=1, metavar="N",
+                        help="time again each slice the dataset holds fewer than N timings of, once per run: rerun "
+                             "hours apart for N rounds; the cost model takes each slice's median (default 1)")
     parser.add_argument("--no-links", action="store_true", help="skip the link measurements")
     parser.add_argument("--state", default=None, help="cluster state directory (as for mnova cluster)")
     add_tuned_argument(parser)
@@ -39,6 +42,8 @@ def run(args) -> int:
     cluster = load_cluster(args.cluster)
     if args.budget_min is not None and args.budget_min <= 0:
         raise MnovaError("--budget-min must be positive")
+    if args.rounds < 1:
+        raise MnovaError("--rounds must be at least 1")
     models = []
     for name in args.models:
         size = args.input_size if name in MODELS else None
@@ -50,6 +55,7 @@ def run(args) -> int:
     with tempfile.TemporaryDirectory(prefix="mnova-profile-") as workdir, \
             testbed.LocalCluster(cluster, state_dir) as state:
         written = profile_cluster(cluster, state, models, Path(args.dataset), Path(workdir),
-                                  None if args.budget_min is None else 60 * args.budget_min, not args.no_links)
+                                  None if args.budget_min is None else 60 * args.budget_min, not args.no_links,
+                                  rounds=args.rounds)
     print(f"{written} rows appended to {args.dataset}")
     return 0

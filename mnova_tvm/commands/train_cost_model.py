@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..costmodel import train
 from ..errors import MnovaError
-from ..profile import read_dataset
+from ..profile import merge_rounds, read_dataset
 
 
 def register(sub) -> None:
@@ -19,7 +19,7 @@ def run(args) -> int:
     rows, links = read_dataset(args.dataset)
     if not rows and not links:
         raise MnovaError(f"dataset {args.dataset} is empty or missing: run mnova profile first")
-    model = train(rows, links, args.test_fraction)
+    model = train(merge_rounds(rows), links, args.test_fraction)
     model.save(args.output)
     print(f"cost model written to {args.output}")
     return 0
