@@ -457,6 +457,12 @@ def test_bench_costmodel_measures_plans_and_the_noise_floor_on_a_cluster(tmp_pat
         assert cells[7] == "ok" and predicted > 0 and measured > 0
         rounding = 0.005 * (1 + predicted / measured) / measured  # both printed to 0.01 ms
         assert error == pytest.approx(100 * (predicted / measured - 1), abs=100 * rounding + 0.05)
+        (compute, compute_run), (wire, wire_run) = ([float(v) for v in cells[c].split(" / ")] for c in (8, 9))
+        assert compute_run > 0 and wire > 0 and compute_run + wire_run <= 1.01 * measured * len(cluster.devices)
+    # one device in one segment: its compute and wire are the whole prediction, and within the run
+    (compute, compute_run), (wire, wire_run) = ([float(v) for v in plans[0][c].split(" / ")] for c in (8, 9))
+    assert compute + wire == pytest.approx(float(plans[0][4]), abs=0.02)
+    assert compute_run + wire_run <= float(plans[0][5]) * 1.01
     assert int(plans[1][3]) > 1  # the height plan crosses the network
     noise = [line for line in text.splitlines() if line.startswith("| host@") and "| edge |" in line]
     assert {line.split("|")[1].strip() for line in noise} == {device_kind(d) for d in cluster.devices}

@@ -575,6 +575,7 @@ def run_costmodel(args) -> int:
     from ..deploy import coordinator_latencies, run_plan
     from ..errors import MnovaError
     from ..frontend import random_inputs
+    from ..costmodel import plan_latency
     from ..geneflow import GAConfig
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
@@ -633,9 +634,12 @@ Within 15 %: {sum(abs(e) <= 0.15 for e in errors)} of {len(errors)} plans; media
 {100 * statistics.median(abs(e) for e in errors) if errors else float("nan"):.1f} %.
 Profiled: the share of the model's operator slices whose shape (operator and features) the dataset holds for the
 cluster's device kinds, from this model or another; at 0 % every prediction is of shapes the cost model never saw.
+Compute and wire: the devices' time in their segments' calls and in sending inputs and receiving outputs
+(with the link latency), summed over the devices, predicted / measured (per inference, median run); a measured
+call also holds its RPC round trips (predicted under wire), and the coordinator's time between segments is in neither.
 
-""" + markdown_table(["model", "profiled %", "plan", "segments", "predicted ms", "measured ms", "error %", "output"],
-                     plan_table)
+""" + markdown_table(["model", "profiled %", "plan", "segments", "predicted ms", "measured ms", "error %", "output",
+                      "compute ms", "wire ms"], plan_table)
         with atomic_path(args.out) as tmp:  # rewritten after every model: partial results survive
             tmp.write_text(text)
         return text
@@ -670,12 +674,15 @@ cluster's device kinds, from this model or another; at 0 % every prediction is o
                                        workdir / f"{name}-{strategy.replace(':', '-')}", name, args.repeat,
                                        log=lambda *_: None, gap_s=CALIBRATION_GAP_S)
                     except MnovaError as err:  # one plan's failure is a row of the results
-                        plan_table.append(head + [f"failed: {err}", "-", "-"])
+                        plan_table.append(head + [f"failed: {err}", "-", "-", "-", "-"])
                         continue
                     error = 1e3 * planned.score.latency_s / run.median_ms - 1
                     errors.append(error)
-                    plan_table.append(head + [f"{run.median_ms:.2f}", f"{100 * error:+.1f}",
-                                              "ok" if run.matches else "WRONG"])
+                    estimate = plan_latency(cost_model, graph, planned.plan, evaluator.kinds, latencies)
+                    plan_table.append(head + [
+                        f"{run.median_ms:.2f}", f"{100 * error:+.1f}", "ok" if run.matches else "WRONG",
+                        f"{1e3 * sum(estimate.device_compute_s):.2f} / {sum(d.compute_ms for d in run.devices):.2f}",
+                        f"{1e3 * sum(estimate.device_wire_s):.2f} / {sum(d.wire_ms for d in run.devices):.2f}"])
                     print(f"[{i}/{len(loaded)}] {name} {planned.name}: predicted {plan_table[-1][4]} ms, "
                           f"measured {plan_table[-1][5]} ms", file=sys.stderr, flush=True)
                 text = write()
