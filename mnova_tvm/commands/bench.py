@@ -572,10 +572,10 @@ def run_costmodel(args) -> int:
     from collections import Counter
 
     from .. import cluster as testbed
+    from ..costmodel import plan_latency
     from ..deploy import coordinator_latencies, run_plan
     from ..errors import MnovaError
     from ..frontend import random_inputs
-    from ..costmodel import plan_latency
     from ..geneflow import GAConfig
     from ..partition import segments
     from ..planners import PlanEvaluator, plan_with
