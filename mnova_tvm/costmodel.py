@@ -10,7 +10,8 @@ profiling rows and for the planner, so the two cannot drift apart.
 
 `plan_latency` predicts a Plan's end-to-end latency under the runtime's rules: segments one after
 another; within a segment every active device receives its input regions, runs its function and
-returns its output regions, and the segment ends with the slowest device.
+returns its output regions, and the segment ends with the slowest device and the coordinator
+joining their outputs.
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from .errors import MnovaError
 from .graph import Node, OpGraph
 from .partition import Plan, Segment, region_bytes, region_shape, segments, sliced_weight_bytes
 
-FORMAT_VERSION = 5
+FORMAT_VERSION = 6
+# How link rows were timed (profile.profile_links): all devices at once, as the runtime moves data.
+LINK_PROTOCOL = "concurrent"
 OPS = ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.matmul", "relax.mean",
        "relax.nn.batch_norm", "relax.add", "relax.multiply", "relax.nn.relu", "relax.concat", "relax.nn.softmax",
        "relax.sigmoid", "relax.clip", "relax.nn.silu", "relax.reshape", "relax.permute_dims", "relax.nn.adaptive_avg_pool2d")
@@ -172,12 +175,18 @@ class LinkFit:
     send_points: tuple[tuple[float, float], ...]  # (bytes, seconds), by bytes
     receive_points: tuple[tuple[float, float], ...]
     call_s: float
+    # the coordinator's time per segment beyond its slowest device, by the bytes each device
+    # returns (threads, joining outputs: profile_links)
+    segment_points: tuple[tuple[float, float], ...]
 
     def send(self, nbytes: int) -> float:
         return _interpolate(self.send_points, nbytes)
 
     def receive(self, nbytes: int) -> float:
         return _interpolate(self.receive_points, nbytes)
+
+    def segment(self, nbytes: int) -> float:
+        return _interpolate(self.segment_points, nbytes)
 
     def mbit_per_s(self, kind: str) -> float:
         """Bandwidth of the largest transfers (the slope of the last two points)."""
@@ -210,7 +219,7 @@ def fit_link(rows: Sequence[Mapping]) -> LinkFit:
     calls = [float(r["seconds"]) for r in rows if r["kind"] == "call"]
     if not calls:
         raise MnovaError("link data has no 'call' measurements: profile the links again")
-    return LinkFit(points("send"), points("receive"), float(np.median(calls)))
+    return LinkFit(points("send"), points("receive"), float(np.median(calls)), points("segment"))
 
 
 @dataclass
@@ -300,7 +309,7 @@ class CostModel:
             model.boosters[kind] = _for_prediction(booster)
         model.roofline = {kind: [float(c) for c in coefficients] for kind, coefficients in data["roofline"].items()}
         model.links = {name: LinkFit(tuple(map(tuple, fit["send_points"])), tuple(map(tuple, fit["receive_points"])),
-                                     float(fit["call_s"])) for name, fit in data.get("links", {}).items()}
+                                     float(fit["call_s"]), tuple(map(tuple, fit["segment_points"]))) for name, fit in data.get("links", {}).items()}
         model.calibration = {k: float(v) for k, v in data.get("calibration", {}).items()}
         return model
 
@@ -372,11 +381,17 @@ def train(rows, links, test_fraction: float = 0.2, log=print) -> CostModel:
     by_device = defaultdict(list)
     for row in links:
         by_device[row["device"]].append(row)
+    stale = sorted(d for d, device_rows in by_device.items() if all(r.get("protocol") != LINK_PROTOCOL for r in device_rows))
+    if stale:
+        log(f"links of {', '.join(stale)} were timed one device at a time (an older mnova profile) and are not used: "
+            f"profile the cluster's links again")
+    by_device = {d: [r for r in device_rows if r.get("protocol") == LINK_PROTOCOL] for d, device_rows in by_device.items()
+                 if d not in stale}
     model.links = {device: fit_link(device_rows) for device, device_rows in by_device.items()}
     for device, fit in sorted(model.links.items()):
         log(f"link {device}: send 64 KiB {1e3 * fit.send(2**16):.2f} ms, then {fit.mbit_per_s('send'):.0f} Mbit/s; "
             f"receive 64 KiB {1e3 * fit.receive(2**16):.2f} ms, then {fit.mbit_per_s('receive'):.0f} Mbit/s; "
-            f"call {1e3 * fit.call_s:.2f} ms")
+            f"call {1e3 * fit.call_s:.2f} ms; coordinator per segment {1e3 * fit.segment(2**16):.2f} ms at 64 KiB")
     return model
 
 
@@ -410,7 +425,8 @@ def plan_latency(model: CostModel, graph: OpGraph, plan: Plan, kinds: Sequence[s
                  coordinator_latency_s: Sequence[float], segs: list[Segment] | None = None,
                  cache: dict | None = None) -> PlanEstimate:
     """Predicted end-to-end latency of `plan` (same rules as runtime.execute): segments one after
-    another, each as long as its slowest device's transfers and compute."""
+    another, each as long as its slowest device's transfers and compute, plus the coordinator's
+    own time per segment."""
     segs = segments(graph, plan) if segs is None else segs
     compute, wire = segment_seconds(model, graph, segs, plan.devices, kinds, coordinator_latency_s, cache)
     per_segment = (compute + wire).max(axis=1)
@@ -420,7 +436,8 @@ def plan_latency(model: CostModel, graph: OpGraph, plan: Plan, kinds: Sequence[s
 def segment_seconds(model: CostModel, graph: OpGraph, segs: Sequence[Segment], devices: Sequence[str],
                     kinds: Sequence[str], coordinator_latency_s: Sequence[float],
                     cache: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted (compute, wire) seconds of each segment on each device, shape (len(segs), devices)."""
+    """Predicted (compute, wire) seconds of each segment on each device, shape (len(segs), devices);
+    wire holds the transfers, the RPC call and the coordinator's own time around the segment."""
     n = len(devices)
     for name in devices:
         if name not in model.links:
@@ -442,9 +459,10 @@ def segment_seconds(model: CostModel, graph: OpGraph, segs: Sequence[Segment], d
             if not seg.active(d):
                 continue
             link = model.links[devices[d]]
-            wire[s, d] = (2 * coordinator_latency_s[d] + link.call_s
+            returned = [region_bytes(graph, t, r) for t, r in seg.output_regions[d].items()]
+            wire[s, d] = (2 * coordinator_latency_s[d] + link.call_s + link.segment(sum(returned))
                           + sum(link.send(region_bytes(graph, t, r)) for t, r in seg.input_regions[d].items())
-                          + sum(link.receive(region_bytes(graph, t, r)) for t, r in seg.output_regions[d].items()))
+                          + sum(map(link.receive, returned)))
     return compute, wire
 
 

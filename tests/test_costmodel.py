@@ -47,7 +47,7 @@ def rows(graph):
 
 def line_link(latency_s, per_byte_s, call_s):
     points = ((0.0, latency_s), (float(2**20), latency_s + 2**20 * per_byte_s))
-    return LinkFit(points, points, call_s)
+    return LinkFit(points, points, call_s, ((0.0, 3e-4), (float(2**20), 8e-4)))
 
 
 @pytest.fixture(scope="module")
@@ -102,17 +102,22 @@ def test_fit_link_follows_a_shaped_link_and_extends_its_line():
     sizes = (256, 16 * 2**10, 64 * 2**10, 128 * 2**10, 256 * 2**10, 2**20, 4 * 2**20)
     rows = [{"kind": k, "bytes": b, "seconds": seconds(b) * noise} for k in ("send", "receive") for b in sizes
             for noise in (0.9, 1.0, 5.0)]  # the median of each size's repeats
-    rows.append({"kind": "call", "bytes": 0, "seconds": 0.0003})
+    rows += [{"kind": "call", "bytes": 0, "seconds": 0.0003}, {"kind": "segment", "bytes": 256, "seconds": 0.0004},
+             {"kind": "segment", "bytes": 2**20, "seconds": 0.0005}, {"kind": "segment", "bytes": 2**20, "seconds": 0.0009},
+             {"kind": "segment", "bytes": 2**20, "seconds": 0.009}]
     fit = fit_link(rows)
     for n in (256, 2**16, 2**20):
         assert fit.send(n) == pytest.approx(seconds(n), rel=1e-9) and fit.receive(n) == pytest.approx(seconds(n), rel=1e-9)
     assert fit.send(40 * 2**10) == pytest.approx(seconds(40 * 2**10), rel=0.02)  # between points, in the burst
     assert fit.send(16 * 2**20) == pytest.approx(seconds(16 * 2**20), rel=1e-9)  # past the largest: its line
     assert fit.mbit_per_s("send") == pytest.approx(100, rel=1e-6) and fit.call_s == 0.0003
+    assert fit.segment(2**20) == 0.0009 and fit.segment(256) == 0.0004  # medians: a 9 ms outlier does not count
     slower = [dict(r, seconds=r["seconds"] / 10) if r["bytes"] == 2**20 else r for r in rows]
     assert fit_link(slower).send(2**20) == fit_link(slower).send(256 * 2**10)  # never faster for more bytes
-    with pytest.raises(MnovaError, match="call"):
-        fit_link(rows[:-1])
+    with pytest.raises(MnovaError, match="no 'call'"):
+        fit_link([r for r in rows if r["kind"] != "call"])
+    with pytest.raises(MnovaError, match="'segment'"):
+        fit_link([r for r in rows if r["kind"] != "segment"])
     with pytest.raises(MnovaError, match="fewer than 2 sizes"):
         fit_link([r for r in rows if r["bytes"] in (0, 256)])
 
@@ -124,7 +129,7 @@ def test_plan_latency_of_one_device_is_its_ops_plus_transfers(graph, model):
     estimate = plan_latency(model, graph, plan, kinds, [0.005] * 4)
     ops = model.predict(np.array([job_features(graph, j) for j in jobs_for(graph) if j.dim == "none"]), [kinds[2]] * len(graph.nodes))
     link = model.links["slow"]
-    expected = ops.sum() + 2 * 0.005 + link.call_s + link.send(graph.tensors["input"].nbytes) + link.receive(40)
+    expected = ops.sum() + 2 * 0.005 + link.call_s + link.segment(40) + link.send(graph.tensors["input"].nbytes) + link.receive(40)
     assert estimate.seconds == pytest.approx(expected, rel=1e-9)
     assert estimate.device_compute_s[0] == 0
 
@@ -339,7 +344,14 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
     assert CostModel.load(tmp_path / "cm.json").calibration == model.calibration
     kinds = {device_kind(d) for d in cluster.devices}
     assert len(ops) == len(kinds) * len(distinct)
-    assert all(r["latency_s"] > 0 for r in ops) and {r["device"] for r in links} == {d.name for d in cluster.devices}
+    assert all(r["latency_s"] > 0 for r in ops) and all(r["seconds"] > 0 for r in links)
+    assert {(r["device"], r["kind"], r["protocol"]) for r in links} == \
+        {(d.name, kind, "concurrent") for d in cluster.devices for kind in ("send", "call", "receive", "segment")}
+    a, b = ([r["seconds"] for r in links if r["kind"] == "segment" and r["device"] == d.name] for d in cluster.devices)
+    assert a == b  # the coordinator's time of each round, written for every device
+    logged = []
+    older = train(ops, [dict(r, protocol=None) if r["device"] == "a" else r for r in links], log=logged.append)
+    assert set(older.links) == {"b"} and any("one device at a time" in line for line in logged)
     model = train(ops, links, log=lambda *_: None)
     plan = single_device_plan(graph, [d.name for d in cluster.devices], 0)
     assert plan_latency(model, graph, plan, [device_kind(d) for d in cluster.devices], [0, 0]).seconds > 0

@@ -636,7 +636,8 @@ Profiled: the share of the model's operator slices whose shape (operator and fea
 cluster's device kinds, from this model or another; at 0 % every prediction is of shapes the cost model never saw.
 Compute and wire: the devices' time in their segments' calls and in sending inputs and receiving outputs
 (with the link latency), summed over the devices, predicted / measured (per inference, median run); a measured
-call also holds its RPC round trips (predicted under wire), and the coordinator's time between segments is in neither.
+call also holds its RPC round trips, which are predicted under wire with the coordinator's time around each segment
+(threads, joining outputs; not in the measured columns).
 
 """ + markdown_table(["model", "profiled %", "plan", "segments", "predicted ms", "measured ms", "error %", "output",
                       "compute ms", "wire ms"], plan_table)
