@@ -17,7 +17,6 @@ import json
 import statistics
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -175,6 +174,17 @@ def read_dataset(path) -> tuple[list[dict], list[dict]]:
     return ops, links
 
 
+# Rounds of a slice agree when their extremes are within ±10 % of each other (the cost model's own
+# yardstick); `--tiebreak` times a slice whose rounds do not once more, and the median settles it.
+ROUNDS_AGREE = 0.1
+
+
+def _wants_round(latencies: Sequence[float], rounds: int, tiebreak: bool) -> bool:
+    if len(latencies) < rounds:
+        return True
+    return tiebreak and len(latencies) == rounds >= 2 and max(latencies) > (1 + ROUNDS_AGREE) * min(latencies)
+
+
 def merge_rounds(rows: Sequence[dict]) -> list[dict]:
     """One row per slice and device kind, the median latency of its rounds ("rounds": how many).
 
@@ -208,10 +218,10 @@ def _median_seconds(vm, dev, fname: str, args, repeat: int, min_repeat_ms: int) 
 
 def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod: tvm.IRModule, graph: OpGraph,
                     model: str, dataset: Path, workdir: Path, timing: Timing = FULL_TIMING, deadline: float | None = None,
-                    jobs: Sequence[Job] | None = None, rounds: int = 1, log=print) -> int:
+                    jobs: Sequence[Job] | None = None, rounds: int = 1, tiebreak: bool = False, log=print) -> int:
     """Time every job of `model` (or of `jobs`) whose slice the dataset holds fewer than `rounds`
-    timings of on each of `devices`, once per run, one device per device kind, all of one board;
-    returns rows written.
+    timings of on each of `devices` (with `tiebreak`, also those whose rounds disagree: one more),
+    once per run, one device per device kind, all of one board; returns rows written.
 
     Compiling the slices takes far longer than timing them, and devices of one board run the same
     code, so each chunk of slices is compiled once and timed on every device that lacks it."""
@@ -228,15 +238,19 @@ def profile_devices(state: testbed.ClusterState, devices: Sequence[Device], mod:
     pending: dict[str, set[Job]] = {}
     for device in devices:
         kind = device_kind(device)
-        timings = Counter(row_key(r) for r in profiled if r["device_kind"] == kind)
-        pending[kind] = set()
+        timings: dict[tuple, list[float]] = {}
+        for r in profiled:
+            if r["device_kind"] == kind:
+                timings.setdefault(row_key(r), []).append(float(r["latency_s"]))
+        pending[kind], seen = set(), set()
         for job in jobs:  # the first job of each shape the dataset lacks a round of
-            if timings[keys[job]] < rounds:
+            if keys[job] not in seen and _wants_round(timings.get(keys[job], []), rounds, tiebreak):
                 pending[kind].add(job)
-                timings[keys[job]] = rounds  # a round is a run: one timing per run
+            seen.add(keys[job])  # a round is a run: one timing per run
         repeated = len(jobs) - len(pending[kind])
         if repeated and pending[kind]:
-            held = "already" if rounds == 1 else f"{rounds} timings of"
+            held = "already" if rounds == 1 and not tiebreak else \
+                f"{rounds} timings of{' that agree' if tiebreak else ''}"
             log(f"[{kind}] {model}: {repeated} of {len(jobs)} slices have a shape the dataset holds {held}")
         too_large = {j for j in pending[kind] if not _loads_within(graph, j, limits.get(device.name))}
         if too_large:  # the device could not hold these slices in any plan either
@@ -452,11 +466,12 @@ def profile_links(state: testbed.ClusterState, devices: Sequence[Device], datase
 
 def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Sequence[tuple[str, tvm.IRModule]],
                     dataset: Path, workdir: Path, budget_s: float | None = None, links: bool = True,
-                    quick: bool = False, rounds: int = 1, log=print) -> int:
+                    quick: bool = False, rounds: int = 1, tiebreak: bool = False, log=print) -> int:
     """Profile each device kind of `cluster` once (on its first device) on `models`, then every link.
 
     `quick` times each slice in 3 passes of at least 2 ms (QUICK_TIMING: several times faster, noisier);
-    `rounds`: time again the slices the dataset holds fewer timings of (merge_rounds)."""
+    `rounds`: time again the slices the dataset holds fewer timings of (merge_rounds); `tiebreak`:
+    and once more those whose `rounds` timings disagree."""
     from .graph import from_relax
     from .runtime import prepare
 
@@ -479,6 +494,7 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
         for devices in boards.values():
             written += profile_devices(state, devices, mod, graph, name, dataset, workdir,
                                        QUICK_TIMING if quick else FULL_TIMING, deadline=deadline, rounds=rounds,
+                                       tiebreak=tiebreak,
                                        log=log)
     return written
 

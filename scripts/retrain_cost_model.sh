@@ -9,6 +9,8 @@ shift $(( $# >= 3 ? 3 : 2 ))
 models=${*:-squeezenet1_1 mobilenet_v2 resnet18}
 # SWEEP=N (default 40) also profiles N random CNN blocks, shapes the zoo lacks; SWEEP=0 does not.
 # ROUNDS=N (default 1) times each slice once more per run until the dataset holds N timings of it:
-# rerun hours apart, the model learns each slice's median over the host's slow and fast hours
-mnova profile --cluster "$cluster" --dataset "$dataset" --models $models --sweep "${SWEEP:-40}" --rounds "${ROUNDS:-1}"
+# rerun hours apart, the model learns each slice's median over the host's slow and fast hours;
+# TIEBREAK=1 then also times once more each slice whose rounds differ by more than 10 %
+mnova profile --cluster "$cluster" --dataset "$dataset" --models $models --sweep "${SWEEP:-40}" --rounds "${ROUNDS:-1}" \
+    ${TIEBREAK:+--tiebreak}
 mnova train-cost-model "$dataset" -o "$out"

@@ -15,7 +15,7 @@ from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import Plan, device_memory, partition_op, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
 from mnova_tvm.profile import (FULL_TIMING, QUICK_TIMING, Timing, calibrate, device_kind, job_features, job_key, jobs_for, profile_cluster,
-                               merge_rounds, profile_devices, read_dataset, timing_of)
+                               _wants_round, merge_rounds, profile_devices, read_dataset, timing_of)
 from mnova_tvm.runtime import prepare
 from mnova_tvm.targets import load_cluster
 from onnx_models import edge_cnn
@@ -197,6 +197,14 @@ def test_rounds_of_a_slice_merge_to_their_median(rows):
     assert merged[1]["device_kind"] == other_kind["device_kind"] and merged[2]["flops_log"] == other_slice["flops_log"]
 
 
+@pytest.mark.parametrize("latencies, rounds, tiebreak, wanted", [
+    ([], 1, False, True), ([1.0], 1, True, False), ([1.0], 2, False, True),
+    ([1.0, 1.09], 2, True, False), ([1.0, 1.2], 2, False, False), ([1.0, 1.2], 2, True, True),
+    ([1.2, 1.0, 1.1], 2, True, False), ([1.0, 1.2], 3, True, True)])
+def test_a_slice_wants_a_round_while_short_of_rounds_or_its_rounds_disagree(latencies, rounds, tiebreak, wanted):
+    assert _wants_round(latencies, rounds, tiebreak) is wanted
+
+
 def test_dataset_errors(tmp_path):
     path = tmp_path / "d.jsonl"
     path.write_text(json.dumps({"row": "op", "device_kind": "x"}) + "\n")
@@ -332,9 +340,13 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
             patched.setattr("mnova_tvm.profile._median_seconds", lambda *_: 8.0)
             written = [profile_devices(state, cluster.devices[:1], prepare(mod), graph, "edge", dataset_passes,
                                        tmp_path, Timing(1, 1), jobs=two, rounds=2, log=lambda *_: None) for _ in range(2)]
+            settled = [profile_devices(state, cluster.devices[:1], prepare(mod), graph, "edge", dataset_passes,
+                                       tmp_path, Timing(1, 1), jobs=two, rounds=2, tiebreak=True, log=lambda *_: None)
+                       for _ in range(2)]
         assert written == [2, 0]
         assert sorted((r["latency_s"], r["rounds"]) for r in merge_rounds(read_dataset(dataset_passes)[0])) == \
-            [(5.5, 2), (6.0, 2)]
+            [(8.0, 3), (8.0, 3)]  # two rounds 3 and 8, 4 and 8 s: a third settles each, a fourth is not needed
+        assert settled == [2, 0]
         ops, links = read_dataset(dataset)
         model = train(ops, links, log=lambda *_: None)
         calibrate(model, cluster, state, mod, "edge", tmp_path, log=lambda *_: None)

@@ -32,6 +32,9 @@ def register(sub) -> None:
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="time again each slice the dataset holds fewer than N timings of, once per run: rerun "
                              "hours apart for N rounds; the cost model takes each slice's median (default 1)")
+    parser.add_argument("--tiebreak", action="store_true",
+                        help="with --rounds N (N >= 2): also time once more each slice whose N timings differ by "
+                             "more than 10 %%, so that its median is settled by a majority")
     parser.add_argument("--no-links", action="store_true", help="skip the link measurements")
     parser.add_argument("--state", default=None, help="cluster state directory (as for mnova cluster)")
     add_tuned_argument(parser)
@@ -44,6 +47,8 @@ def run(args) -> int:
         raise MnovaError("--budget-min must be positive")
     if args.rounds < 1:
         raise MnovaError("--rounds must be at least 1")
+    if args.tiebreak and args.rounds < 2:
+        raise MnovaError("--tiebreak settles disagreeing rounds: give --rounds 2 or more")
     models = []
     for name in args.models:
         size = args.input_size if name in MODELS else None
@@ -56,6 +61,6 @@ def run(args) -> int:
             testbed.LocalCluster(cluster, state_dir) as state:
         written = profile_cluster(cluster, state, models, Path(args.dataset), Path(workdir),
                                   None if args.budget_min is None else 60 * args.budget_min, not args.no_links,
-                                  rounds=args.rounds)
+                                  rounds=args.rounds, tiebreak=args.tiebreak)
     print(f"{written} rows appended to {args.dataset}")
     return 0
