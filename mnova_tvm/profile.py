@@ -186,7 +186,8 @@ def _wants_round(latencies: Sequence[float], rounds: int, tiebreak: bool) -> boo
 
 
 def merge_rounds(rows: Sequence[dict]) -> list[dict]:
-    """One row per slice and device kind, the median latency of its rounds ("rounds": how many).
+    """One row per slice and device kind, the median latency of its rounds ("rounds": how many;
+    "spread": the slowest over the fastest).
 
     A round is one `mnova profile` run; `--rounds 2` hours later times every slice again. Within
     a run the passes of a slice are seconds apart (Timing); the host's speed also drifts over
@@ -194,8 +195,12 @@ def merge_rounds(rows: Sequence[dict]) -> list[dict]:
     groups: dict[tuple, list[dict]] = {}
     for row in rows:
         groups.setdefault((row["device_kind"], row_key(row)), []).append(row)
-    return [{**group[0], "latency_s": statistics.median(float(r["latency_s"]) for r in group), "rounds": len(group)}
-            for group in groups.values()]
+    merged = []
+    for group in groups.values():
+        latencies = [float(r["latency_s"]) for r in group]
+        merged.append({**group[0], "latency_s": statistics.median(latencies), "rounds": len(group),
+                       "spread": max(latencies) / min(latencies)})
+    return merged
 
 
 def _append(path: Path, rows: Iterable[dict]) -> None:

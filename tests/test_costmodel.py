@@ -449,6 +449,19 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
     assert sorted({r[0] for r in table}) == sorted(SPEED) and len(table) == 2 * len(SPEED)
     for cells in table:  # a latency linear in the roofline terms: the line alone is exact, the trees keep it so
         assert float(cells[6]) >= 95 and float(cells[7]) > 0.95, cells
+    # a second round, within 2 % of the first for every other slice and 1.5x for the rest: the table adds both apart
+    _dataset(rows + [dict(r, latency_s=r["latency_s"] * (1.02 if i % 2 else 1.5)) for i, r in enumerate(rows)],
+             tmp_path / "d2.jsonl")
+    assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d2.jsonl"), "--splits", "2", "--out", str(out)]) == 0
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
+             if line.startswith("| host@")]
+    assert len(table) == 4 * len(SPEED)
+    for kind in SPEED:
+        held = {cells[4]: int(cells[3]) for cells in table if cells[0] == kind}
+        assert set(held) == {"XGBoost over the roofline line", "roofline line alone",
+                             "XGBoost, slices whose rounds agree within ±10 %", "XGBoost, slices whose rounds disagree"}
+        agree, disagree = held["XGBoost, slices whose rounds agree within ±10 %"], held["XGBoost, slices whose rounds disagree"]
+        assert abs(agree + disagree - held["XGBoost over the roofline line"]) <= 2 and abs(agree - disagree) < agree / 2
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--remeasure", "-1",
                  "--out", str(tmp_path / "x.md")]) == 2
     assert "--remeasure at least 0" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
