@@ -380,13 +380,12 @@ def train(rows, links, test_fraction: float = 0.2, log=print) -> CostModel:
     model = CostModel(metadata={"held_out": report, "rows": len(rows)}).fit(rows)
     by_device = defaultdict(list)
     for row in links:
-        by_device[row["device"]].append(row)
-    stale = sorted(d for d, device_rows in by_device.items() if all(r.get("protocol") != LINK_PROTOCOL for r in device_rows))
+        if row.get("protocol") == LINK_PROTOCOL:
+            by_device[row["device"]].append(row)
+    stale = sorted({row["device"] for row in links} - set(by_device))
     if stale:
         log(f"links of {', '.join(stale)} were timed one device at a time (an older mnova profile) and are not used: "
             f"profile the cluster's links again")
-    by_device = {d: [r for r in device_rows if r.get("protocol") == LINK_PROTOCOL] for d, device_rows in by_device.items()
-                 if d not in stale}
     model.links = {device: fit_link(device_rows) for device, device_rows in by_device.items()}
     for device, fit in sorted(model.links.items()):
         log(f"link {device}: send 64 KiB {1e3 * fit.send(2**16):.2f} ms, then {fit.mbit_per_s('send'):.0f} Mbit/s; "
