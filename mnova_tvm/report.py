@@ -44,6 +44,24 @@ def mib(nbytes: float) -> str:
     return f"{nbytes / 2**20:.2f}"
 
 
+def _label_axes(ax, xlabel: str, ylabel: str, title: str) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+
+
+def _save_png(fig, path) -> None:
+    """Lay the figure out, write it atomically as a PNG and free it."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
 def plot_memory_profiles(profiles: dict[str, list[int]], path, title: str) -> None:
     """Memory over execution steps, one line per order (PNG, written atomically)."""
     import matplotlib
@@ -60,10 +78,7 @@ def plot_memory_profiles(profiles: dict[str, list[int]], path, title: str) -> No
     ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def plot_run(report, path, budgets_title: str = "") -> None:
@@ -97,10 +112,7 @@ def plot_run(report, path, budgets_title: str = "") -> None:
     ax_m.set_xlabel("MiB (red: budget)")
     ax_m.set_title("memory per device")
     ax_m.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _save_png(fig, path)
 
 
 def plot_convergence(history, baselines: dict[str, float], path, title: str) -> None:
@@ -116,13 +128,25 @@ def plot_convergence(history, baselines: dict[str, float], path, title: str) -> 
     ax.plot(gens, best, label="GenEFlow best (feasible)", color="black", linewidth=2)
     for i, (label, seconds) in enumerate(sorted(baselines.items(), key=lambda kv: kv[1])):
         ax.axhline(1e3 * seconds, linestyle="--", color=f"C{i}", label=f"{label} {1e3 * seconds:.0f} ms")
-    ax.set_xlabel("generation")
-    ax.set_ylabel("predicted latency (ms)")
     ax.set_yscale("log")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    _label_axes(ax, "generation", "predicted latency (ms)", title)
+    _save_png(fig, path)
+
+
+def plot_learning_curve(curves: dict[str, list[tuple[float, float]]], path, title: str) -> None:
+    """Held-out share within ±10 % against the operator shapes trained on, one line per device
+    kind, the 90 % target dashed (PNG, written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for kind, points in curves.items():
+        shapes, shares = zip(*points)
+        ax.plot(shapes, [100 * s for s in shares], marker="o", label=kind)
+    ax.axhline(90, linestyle="--", color="grey", label="target 90 %")
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    _label_axes(ax, "operator shapes trained on (log scale)", "held-out slices within ±10 % (%)", title)
+    _save_png(fig, path)

@@ -444,17 +444,29 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
     _dataset(rows, tmp_path / "d.jsonl")
     out = tmp_path / "costmodel.md"
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--splits", "2", "--out", str(out)]) == 0
-    table = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
              if line.startswith("| host@")]
+    table, curve = [c for c in cells if len(c) == 8], [c for c in cells if len(c) == 4 and c[1].isdigit()]
+    per_op = [c for c in cells if len(c) == 4 and not c[1].isdigit()]
+    assert [(c[0], c[1]) for c in per_op] == [(kind, "relax.nn.conv2d") for kind in sorted(SPEED)]  # _dataset's one op
+    assert all(c[2:] == next(row[3:7:3] for row in table if row[0] == c[0]) for c in per_op)
     assert sorted({r[0] for r in table}) == sorted(SPEED) and len(table) == 2 * len(SPEED)
-    for cells in table:  # a latency linear in the roofline terms: the line alone is exact, the trees keep it so
-        assert float(cells[6]) >= 95 and float(cells[7]) > 0.95, cells
+    for row in table:  # a latency linear in the roofline terms: the line alone is exact, the trees keep it so
+        assert float(row[6]) >= 95 and float(row[7]) > 0.95, row
+    # the learning curve: a quarter, half, three quarters and all of each split's training shapes, the last
+    # point the table's own held-out share
+    assert len(curve) == 4 * len(SPEED) and (tmp_path / "costmodel-curve.png").stat().st_size > 0
+    for kind in SPEED:
+        points = [(float(c[1]), c[2]) for c in curve if c[0] == kind]
+        ours = next(row[6] for row in table if row[0] == kind and row[4] == "XGBoost over the roofline line")
+        assert [n for n, _ in points] == sorted({n for n, _ in points}) and points[-1][1] == ours
+        assert points[0][0] == pytest.approx(points[-1][0] / 4, abs=1)
     # a second round, within 2 % of the first for every other slice and 1.5x for the rest: the table adds both apart
     _dataset(rows + [dict(r, latency_s=r["latency_s"] * (1.02 if i % 2 else 1.5)) for i, r in enumerate(rows)],
              tmp_path / "d2.jsonl")
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d2.jsonl"), "--splits", "2", "--out", str(out)]) == 0
     table = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
-             if line.startswith("| host@")]
+             if line.startswith("| host@") and line.count("|") == 9]
     assert len(table) == 4 * len(SPEED)
     for kind in SPEED:
         held = {cells[4]: int(cells[3]) for cells in table if cells[0] == kind}

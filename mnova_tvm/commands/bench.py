@@ -11,7 +11,7 @@ from ..btsearch import btsearch
 from ..frontend import load_model, model_name
 from ..graph import from_relax
 from ..memory import tvm_planned_bytes
-from ..report import markdown_table, mib, results_header
+from ..report import markdown_table, mib, plot_learning_curve, results_header
 from ..transform import planned_bytes, reorder_main
 from ._io import atomic_path
 from .schedule import baselines
@@ -463,24 +463,46 @@ _STABILITY = {"XGBoost, slices whose rounds agree within ±10 %": True,
               "XGBoost, slices whose rounds disagree": False}
 
 
-def _operator_rows(rows, splits: int, test_fraction: float) -> list[list]:
+# Shares of each split's training shapes the held-out model is also fitted on (the test shapes
+# unchanged): how the accuracy grows with the shapes profiled, and so what profiling more would buy.
+CURVE_FRACTIONS = (0.25, 0.5, 0.75)
+
+
+def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list], list[list], dict[str, list[tuple]]]:
     """Per device kind: the cost model and its roofline line alone on held-out operator shapes,
     averaged over `splits` seeded splits; for slices profiled in several rounds, the model apart
-    on those whose rounds agreed and those whose did not (a slice the host times unsteadily)."""
-    from ..costmodel import CostModel, evaluate, shape_keys, split_by_shape
+    on those whose rounds agreed and those whose did not (a slice the host times unsteadily).
+    Also the model's share within ±10 % per operator, and the learning curve: (training shapes, share within ±10 %) fitted on CURVE_FRACTIONS of
+    each split's training shapes, then all of them."""
+    from collections import defaultdict
+
+    import numpy as np
+
+    from ..costmodel import FEATURES, CostModel, evaluate, shape_keys, split_by_shape
     from ..profile import ROUNDS_AGREE
 
-    table = []
+    table, operators, curves = [], [], {}
     for kind in sorted({r["device_kind"] for r in rows}):
         kind_rows = [r for r in rows if r["device_kind"] == kind]
         runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY)}
         held: dict[str, int] = dict.fromkeys(runs, 0)
+        curve: dict[float, list[tuple[int, float]]] = {f: [] for f in (*CURVE_FRACTIONS, 1.0)}
+        by_op: dict[str, list[bool]] = defaultdict(list)
         for seed in range(splits):
             train_rows, test_rows = split_by_shape(kind_rows, test_fraction, seed)
             if not train_rows or not test_rows:
                 continue
             model = CostModel().fit(train_rows)
             metrics = evaluate(model, test_rows)
+            within = np.abs(model.predict(np.array([[float(r[f]) for f in FEATURES] for r in test_rows]),
+                                          [kind] * len(test_rows)) / [r["latency_s"] for r in test_rows] - 1) <= 0.1
+            for row, ok in zip(test_rows, within):
+                by_op[row["op"].split(":")[0]].append(ok)
+            curve[1.0].append((len(set(shape_keys(train_rows))), metrics["within_10_percent"]))
+            for fraction in CURVE_FRACTIONS:
+                part = split_by_shape(train_rows, 1 - fraction, seed)[0]
+                curve[fraction].append((len(set(shape_keys(part))),
+                                        evaluate(CostModel().fit(part), test_rows)["within_10_percent"]))
             subsets = {_PREDICTORS[0]: (metrics, test_rows), _PREDICTORS[1]: (metrics["roofline"], test_rows)}
             for label, agree in _STABILITY.items():  # slices timed in several rounds, by whether those agreed
                 subset = [r for r in test_rows if r.get("rounds", 1) > 1 and (r["spread"] <= 1 + ROUNDS_AGREE) == agree]
@@ -497,9 +519,26 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> list[list]:
             table.append([kind, len(set(shape_keys(kind_rows))), len(kind_rows), held[label] // len(runs[label]),
                           label, f"{m['mape_percent']:.1f}", f"{100 * m['within_10_percent']:.1f}",
                           f"{m['spearman']:.3f}"])
+        operators += [[kind, op, len(oks) // len(runs[_PREDICTORS[0]]), f"{100 * np.mean(oks):.1f}"]
+                      for op, oks in sorted(by_op.items(), key=lambda item: -len(item[1]))]
+        curves[kind] = [(sum(n for n, _ in points) / len(points), sum(s for _, s in points) / len(points))
+                        for points in curve.values() if points]
         ours = _mean_metrics(runs[_PREDICTORS[0]])
         print(f"{kind}: held-out within ±10 % {100 * ours['within_10_percent']:.1f} %, Spearman {ours['spearman']:.3f}",
               file=sys.stderr, flush=True)
+    return table, operators, curves
+
+
+def _curve_table(curves: dict[str, list[tuple]]) -> list[list]:
+    """Rows of the learning curve, with the points gained per doubling of the training shapes
+    (a least-squares line in log2 of the shapes)."""
+    import numpy as np
+
+    table = []
+    for kind, points in curves.items():
+        shapes, shares = (np.array(v, dtype=float) for v in zip(*points))
+        slope = np.polyfit(np.log2(shapes), 100 * shares, 1)[0] if len(points) > 1 else float("nan")
+        table += [[kind, f"{n:.0f}", f"{100 * share:.1f}", f"{slope:+.1f}"] for n, share in points]
     return table
 
 
@@ -608,7 +647,9 @@ def run_costmodel(args) -> int:
         raise MnovaError(f"dataset {dataset} has no operator rows: run mnova profile first")
     if args.splits < 1 or not 0 < args.test_fraction < 1 or args.remeasure < 0:
         raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
-    operator_table = _operator_rows(rows, args.splits, args.test_fraction)
+    operator_table, per_operator, curves = _operator_rows(rows, args.splits, args.test_fraction)
+    curve_png = Path(args.out).with_name(Path(args.out).stem + "-curve.png")
+    plot_learning_curve(curves, curve_png, f"{dataset.name}: held-out operator shapes")
     timing_text = "; ".join(f"{n} as {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
     rounds = Counter(r["rounds"] for r in rows)
     if set(rounds) != {1}:
@@ -631,7 +672,17 @@ their slices) are left out of training; the table gives the mean over the splits
 ## Operators on held-out shapes
 
 """ + markdown_table(["device kind", "operator shapes", "slices", "held out per split", "predictor", "MAPE %",
-                      "within ±10 % (%)", "Spearman"], operator_table)
+                      "within ±10 % (%)", "Spearman"], operator_table) + """
+### By operator
+
+""" + markdown_table(["device kind", "operator", "held out per split", "within ±10 % (%)"], per_operator) + f"""
+### By the operator shapes trained on
+
+The same splits, the model fitted on {", ".join(f"{100 * f:.0f}" for f in CURVE_FRACTIONS)} % of each split's training
+shapes (a seeded choice; the held-out shapes unchanged) and on all of them: what profiling more shapes buys.
+Per doubling: the slope of a line through the shares in log2 of the shapes. ![learning curve]({curve_png.name})
+
+""" + markdown_table(["device kind", "training shapes", "within ±10 % (%)", "points per doubling"], _curve_table(curves))
         if noise_table:
             text += """
 ## Noise floor: the same slices timed again
