@@ -196,8 +196,8 @@ class LinkFit:
 
     def for_active(self, active: int) -> "LinkFit":
         """The link in a segment where `active` devices move data at once: between its timing
-        alone and with all `self.active` devices, in proportion (on demo4, four devices at once
-        made the coordinator's time per segment 3x what a one-device pipeline stage spends)."""
+        alone and with all `self.active` devices, in proportion to the other active devices (a
+        pipeline stage of one device does not wait on the others' transfers and threads)."""
         if self.alone is None or active >= self.active:
             return self
         share = (max(active, 1) - 1) / (self.active - 1)
