@@ -17,6 +17,7 @@ joining their outputs.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import math
 from collections import defaultdict
@@ -30,9 +31,10 @@ from .errors import MnovaError
 from .graph import Node, OpGraph
 from .partition import Plan, Segment, region_bytes, region_shape, segments, sliced_weight_bytes
 
-FORMAT_VERSION = 6
-# How link rows were timed (profile.profile_links): all devices at once, as the runtime moves data.
-LINK_PROTOCOL = "concurrent"
+FORMAT_VERSION = 7
+# How link rows were timed (profile.profile_links): each device alone, then all devices at once, as
+# the runtime moves data; each row says how many devices were active ("active").
+LINK_PROTOCOL = "by-active-devices"
 OPS = ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.matmul", "relax.mean",
        "relax.nn.batch_norm", "relax.add", "relax.multiply", "relax.nn.relu", "relax.concat", "relax.nn.softmax",
        "relax.sigmoid", "relax.clip", "relax.nn.silu", "relax.reshape", "relax.permute_dims", "relax.nn.adaptive_avg_pool2d")
@@ -178,6 +180,10 @@ class LinkFit:
     # the coordinator's time per segment beyond its slowest device, by the bytes each device
     # returns (threads, joining outputs: profile_links)
     segment_points: tuple[tuple[float, float], ...]
+    # how many devices moved data at once when these were timed, and the same link timed alone:
+    # a segment with fewer active devices contends less (for_active)
+    active: int = 1
+    alone: "LinkFit | None" = None
 
     def send(self, nbytes: int) -> float:
         return _interpolate(self.send_points, nbytes)
@@ -187,6 +193,32 @@ class LinkFit:
 
     def segment(self, nbytes: int) -> float:
         return _interpolate(self.segment_points, nbytes)
+
+    def for_active(self, active: int) -> "LinkFit":
+        """The link in a segment where `active` devices move data at once: between its timing
+        alone and with all `self.active` devices, in proportion to the other active devices (a
+        pipeline stage of one device does not wait on the others' transfers and threads)."""
+        if self.alone is None or active >= self.active:
+            return self
+        share = (max(active, 1) - 1) / (self.active - 1)
+        if share == 0:
+            return self.alone
+
+        def blend(mine, theirs):
+            return tuple((n, (1 - share) * _interpolate(theirs, n) + share * t) for n, t in mine)
+
+        return LinkFit(blend(self.send_points, self.alone.send_points), blend(self.receive_points, self.alone.receive_points),
+                       (1 - share) * self.alone.call_s + share * self.call_s,
+                       blend(self.segment_points, self.alone.segment_points), active)
+
+    def to_json(self) -> dict:
+        return {**vars(self), "alone": self.alone.to_json() if self.alone else None}
+
+    @classmethod
+    def from_json(cls, data: dict) -> "LinkFit":
+        return cls(*(tuple(map(tuple, data[key])) for key in ("send_points", "receive_points")), float(data["call_s"]),
+                   tuple(map(tuple, data["segment_points"])), int(data["active"]),
+                   cls.from_json(data["alone"]) if data["alone"] else None)
 
     def mbit_per_s(self, kind: str) -> float:
         """Bandwidth of the largest transfers (the slope of the last two points)."""
@@ -203,8 +235,20 @@ def _interpolate(points, nbytes: float) -> float:
 
 
 def fit_link(rows: Sequence[Mapping]) -> LinkFit:
-    """One device's link from its rows (kind 'send' / 'receive' / 'call'): the median time at
-    each measured size, made non-decreasing in size (more bytes never take less time)."""
+    """One device's link from its rows (kind 'send' / 'receive' / 'call' / 'segment'): the median
+    time at each measured size, made non-decreasing in size (more bytes never take less time);
+    fitted as timed with the most devices active at once, its rows timed alone kept beside."""
+    by_active: dict[int, list] = {}
+    for row in rows:
+        by_active.setdefault(int(row.get("active", 1)), []).append(row)
+    most = max(by_active, default=1)
+    fit = _fit_link_rows(by_active.get(most, []), most)
+    if most > 1 and 1 in by_active:
+        fit = dataclasses.replace(fit, alone=_fit_link_rows(by_active[1], 1))
+    return fit
+
+
+def _fit_link_rows(rows: Sequence[Mapping], active: int) -> LinkFit:
     def points(kind):
         by_size: dict[float, list[float]] = {}
         for r in rows:
@@ -219,7 +263,7 @@ def fit_link(rows: Sequence[Mapping]) -> LinkFit:
     calls = [float(r["seconds"]) for r in rows if r["kind"] == "call"]
     if not calls:
         raise MnovaError("link data has no 'call' measurements: profile the links again")
-    return LinkFit(points("send"), points("receive"), float(np.median(calls)), points("segment"))
+    return LinkFit(points("send"), points("receive"), float(np.median(calls)), points("segment"), active)
 
 
 @dataclass
@@ -283,7 +327,7 @@ class CostModel:
             "metadata": self.metadata,
             "boosters": {k: base64.b64encode(bytes(b.save_raw("ubj"))).decode() for k, b in self.boosters.items()},
             "roofline": self.roofline,
-            "links": {name: vars(link) for name, link in self.links.items()},
+            "links": {name: link.to_json() for name, link in self.links.items()},
             "calibration": self.calibration,
         })
 
@@ -308,8 +352,7 @@ class CostModel:
             booster.load_model(bytearray(base64.b64decode(raw)))
             model.boosters[kind] = _for_prediction(booster)
         model.roofline = {kind: [float(c) for c in coefficients] for kind, coefficients in data["roofline"].items()}
-        model.links = {name: LinkFit(tuple(map(tuple, fit["send_points"])), tuple(map(tuple, fit["receive_points"])),
-                                     float(fit["call_s"]), tuple(map(tuple, fit["segment_points"]))) for name, fit in data.get("links", {}).items()}
+        model.links = {name: LinkFit.from_json(fit) for name, fit in data.get("links", {}).items()}
         model.calibration = {k: float(v) for k, v in data.get("calibration", {}).items()}
         return model
 
@@ -384,13 +427,15 @@ def train(rows, links, test_fraction: float = 0.2, log=print) -> CostModel:
             by_device[row["device"]].append(row)
     stale = sorted({row["device"] for row in links} - set(by_device))
     if stale:
-        log(f"links of {', '.join(stale)} were timed one device at a time (an older mnova profile) and are not used: "
-            f"profile the cluster's links again")
+        log(f"links of {', '.join(stale)} were timed by an older mnova profile (not alone and with all devices at "
+            f"once) and are not used: profile the cluster's links again")
     model.links = {device: fit_link(device_rows) for device, device_rows in by_device.items()}
     for device, fit in sorted(model.links.items()):
         log(f"link {device}: send 64 KiB {1e3 * fit.send(2**16):.2f} ms, then {fit.mbit_per_s('send'):.0f} Mbit/s; "
             f"receive 64 KiB {1e3 * fit.receive(2**16):.2f} ms, then {fit.mbit_per_s('receive'):.0f} Mbit/s; "
-            f"call {1e3 * fit.call_s:.2f} ms; coordinator per segment {1e3 * fit.segment(2**16):.2f} ms at 64 KiB")
+            f"call {1e3 * fit.call_s:.2f} ms; coordinator per segment {1e3 * fit.segment(2**16):.2f} ms at 64 KiB"
+            + (f"; {fit.active} devices at once (alone: send 64 KiB {1e3 * fit.alone.send(2**16):.2f} ms, "
+               f"coordinator {1e3 * fit.alone.segment(2**16):.2f} ms)" if fit.alone else ""))
     return model
 
 
@@ -453,11 +498,15 @@ def segment_seconds(model: CostModel, graph: OpGraph, segs: Sequence[Segment], d
     for (s, d), t in zip(owners, seconds):
         compute[s, d] += t
     wire = np.zeros((len(segs), n))
+    links: dict[tuple[str, int], LinkFit] = {}
     for s, seg in enumerate(segs):
+        active = sum(seg.active(d) for d in range(n))
         for d in range(n):
             if not seg.active(d):
                 continue
-            link = model.links[devices[d]]
+            if (devices[d], active) not in links:
+                links[devices[d], active] = model.links[devices[d]].for_active(active)
+            link = links[devices[d], active]
             returned = [region_bytes(graph, t, r) for t, r in seg.output_regions[d].items()]
             wire[s, d] = (2 * coordinator_latency_s[d] + link.call_s + link.segment(sum(returned))
                           + sum(link.send(region_bytes(graph, t, r)) for t, r in seg.input_regions[d].items())

@@ -413,18 +413,20 @@ def _ping_vm(state: testbed.ClusterState, device: Device, workdir: Path):
 
 
 def profile_links(state: testbed.ClusterState, devices: Sequence[Device], dataset: Path, repeat: int = 5) -> int:
-    """Time every device's link as runtime.execute uses them in a segment: all devices at once, a
-    thread each sending an array, making an empty call and receiving the array, then the
-    coordinator joining the threads and the arrays. Rows per device: 'send', 'call', 'receive',
-    and 'segment' (the coordinator's time beyond the slowest device: threads, assembling outputs).
+    """Time every device's link as runtime.execute uses them in a segment: a thread per active
+    device sending an array, making an empty call and receiving the array, then the coordinator
+    joining the threads and the arrays. Each device alone, then (with more than one) all devices
+    at once: a segment's devices contend for the coordinator. Rows per device and count of active
+    devices ("active"): 'send', 'call', 'receive', and 'segment' (the coordinator's time beyond the
+    slowest device: threads, assembling outputs).
 
-    One device at a time, back to back, its transfers read faster than in the runtime: on pair2 a
-    64 KiB send took 1.35 ms alone and 1.81 ms beside the other device's, and a height plan's
-    coordinator spent ~0.46 ms between segments that no row described."""
+    On pair2 a 64 KiB send took 1.35 ms alone and 1.81 ms beside the other device's, and a height
+    plan's coordinator spent ~0.46 ms between segments; timed with all four of demo4's devices at
+    once, a pipeline of one-device segments was predicted 16 % over its measurement."""
     import tempfile
 
     date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
-    rows: dict[str, list[dict]] = {d.name: [] for d in devices}
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         vms = [_ping_vm(state, device, Path(tmp)) for device in devices]
     ones = [tvm.runtime.tensor(np.zeros(1, "float32"), dev) for _, dev in vms]
@@ -442,31 +444,33 @@ def profile_links(state: testbed.ClusterState, devices: Sequence[Device], datase
         except BaseException as err:  # raised by the coordinator, naming the device
             out[d] = err
 
-    for size in LINK_SIZES:
-        array = np.zeros(size // 4, "float32")
-        for _ in range(repeat):
-            out: dict = {}
-            started = time.perf_counter()
-            threads = [threading.Thread(target=one_device, args=(d, array, out)) for d in range(len(devices))]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
-            for d, device in enumerate(devices):
-                if isinstance(out[d], BaseException):
-                    raise MnovaError(f"{device.name} failed while its link was timed: {last_line(out[d])}; "
-                                     f"check that it is up (mnova cluster status)")
-            np.concatenate([out[d][0] for d in range(len(devices))])
-            segment_s = time.perf_counter() - started - max(t3 - t0 for _, (t0, _, _, t3) in out.values())
-            for d, device in enumerate(devices):
-                t0, t1, t2, t3 = out[d][1]
-                rows[device.name] += [{"kind": "send", "bytes": size, "seconds": t1 - t0},
-                                      {"kind": "call", "bytes": 0, "seconds": t2 - t1},
-                                      {"kind": "receive", "bytes": size, "seconds": t3 - t2},
-                                      {"kind": "segment", "bytes": size, "seconds": segment_s}]
-    _append(dataset, [{"row": "link", "date": date, "device": device.name, "device_kind": device_kind(device),
-                       "protocol": LINK_PROTOCOL, **r} for device in devices for r in rows[device.name]])
-    return sum(map(len, rows.values()))
+    groups = [[d] for d in range(len(devices))] + ([list(range(len(devices)))] if len(devices) > 1 else [])
+    for group in groups:
+        for size in LINK_SIZES:
+            array = np.zeros(size // 4, "float32")
+            for _ in range(repeat):
+                out: dict = {}
+                started = time.perf_counter()
+                threads = [threading.Thread(target=one_device, args=(d, array, out)) for d in group]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+                for d in group:
+                    if isinstance(out[d], BaseException):
+                        raise MnovaError(f"{devices[d].name} failed while its link was timed: {last_line(out[d])}; "
+                                         f"check that it is up (mnova cluster status)")
+                np.concatenate([out[d][0] for d in group])
+                segment_s = time.perf_counter() - started - max(t3 - t0 for _, (t0, _, _, t3) in out.values())
+                for d in group:
+                    t0, t1, t2, t3 = out[d][1]
+                    rows += [dict(device=devices[d].name, device_kind=device_kind(devices[d]), active=len(group), **r)
+                             for r in ({"kind": "send", "bytes": size, "seconds": t1 - t0},
+                                       {"kind": "call", "bytes": 0, "seconds": t2 - t1},
+                                       {"kind": "receive", "bytes": size, "seconds": t3 - t2},
+                                       {"kind": "segment", "bytes": size, "seconds": segment_s})]
+    _append(dataset, [{"row": "link", "date": date, "protocol": LINK_PROTOCOL, **r} for r in rows])
+    return len(rows)
 
 
 def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Sequence[tuple[str, tvm.IRModule]],

@@ -1,5 +1,6 @@
 """Cost model and planners on synthetic latencies (no devices), and profiling over RPC."""
 
+import dataclasses
 import json
 import os
 
@@ -120,6 +121,18 @@ def test_fit_link_follows_a_shaped_link_and_extends_its_line():
         fit_link([r for r in rows if r["kind"] != "segment"])
     with pytest.raises(MnovaError, match="fewer than 2 sizes"):
         fit_link([r for r in rows if r["bytes"] in (0, 256)])
+    # timed alone and with four devices at once (twice as slow, and a 1 ms longer call): fitted as timed with
+    # four, a segment of fewer active devices in proportion, one alone as timed alone
+    both = fit_link([dict(r, active=1) for r in rows] + [dict(r, active=4, seconds=2 * r["seconds"] + (r["kind"] == "call") * 1e-3)
+                                                          for r in rows])
+    assert both.active == 4 and both.alone == dataclasses.replace(fit, active=1)
+    assert both.for_active(4) is both and both.for_active(9) is both and both.for_active(1) == both.alone
+    for n in (256, 2**20, 16 * 2**20):
+        assert both.send(n) == pytest.approx(2 * fit.send(n)) and both.segment(n) == pytest.approx(2 * fit.segment(n))
+        assert both.for_active(2).send(n) == pytest.approx(4 / 3 * fit.send(n))
+        assert both.for_active(3).receive(n) == pytest.approx(5 / 3 * fit.receive(n))
+    assert both.for_active(2).call_s == pytest.approx(4 / 3 * 0.0003 + 1e-3 / 3)
+    assert LinkFit.from_json(json.loads(json.dumps(both.to_json()))) == both and fit_link(rows).alone is None
 
 
 def test_plan_latency_of_one_device_is_its_ops_plus_transfers(graph, model):
@@ -132,6 +145,12 @@ def test_plan_latency_of_one_device_is_its_ops_plus_transfers(graph, model):
     expected = ops.sum() + 2 * 0.005 + link.call_s + link.segment(40) + link.send(graph.tensors["input"].nbytes) + link.receive(40)
     assert estimate.seconds == pytest.approx(expected, rel=1e-9)
     assert estimate.device_compute_s[0] == 0
+    # links timed with all four devices at once: the one device of this plan moves data as timed alone
+    alone = line_link(5e-5, 8 / 40e6, 1e-4)
+    timed = dict(model.links, slow=dataclasses.replace(link, active=4, alone=alone))
+    estimate = plan_latency(dataclasses.replace(model, links=timed), graph, plan, kinds, [0.005] * 4)
+    assert estimate.seconds == pytest.approx(ops.sum() + 2 * 0.005 + alone.call_s + alone.segment(40)
+                                             + alone.send(graph.tensors["input"].nbytes) + alone.receive(40), rel=1e-9)
 
 
 def test_evaluator_scores_equal_the_plan_level_estimate_and_memory(graph, model):
@@ -357,13 +376,16 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
     kinds = {device_kind(d) for d in cluster.devices}
     assert len(ops) == len(kinds) * len(distinct)
     assert all(r["latency_s"] > 0 for r in ops) and all(r["seconds"] > 0 for r in links)
-    assert {(r["device"], r["kind"], r["protocol"]) for r in links} == \
-        {(d.name, kind, "concurrent") for d in cluster.devices for kind in ("send", "call", "receive", "segment")}
-    a, b = ([r["seconds"] for r in links if r["kind"] == "segment" and r["device"] == d.name] for d in cluster.devices)
-    assert a == b  # the coordinator's time of each round, written for every device
+    assert {(r["device"], r["kind"], r["protocol"], r["active"]) for r in links} == \
+        {(d.name, kind, "by-active-devices", active) for d in cluster.devices for kind in ("send", "call", "receive", "segment")
+         for active in (1, 2)}
+    a, b = ([r["seconds"] for r in links if r["kind"] == "segment" and r["device"] == d.name and r["active"] == 2]
+            for d in cluster.devices)
+    assert a == b  # the coordinator's time of each round with both devices, written for every device
+    assert all(fit.active == 2 and fit.alone.active == 1 for fit in model.links.values())
     logged = []
-    older = train(ops, [dict(r, protocol=None) if r["device"] == "a" else r for r in links], log=logged.append)
-    assert set(older.links) == {"b"} and any("one device at a time" in line for line in logged)
+    older = train(ops, [dict(r, protocol="concurrent") if r["device"] == "a" else r for r in links], log=logged.append)
+    assert set(older.links) == {"b"} and any("older mnova profile" in line for line in logged)
     model = train(ops, links, log=lambda *_: None)
     plan = single_device_plan(graph, [d.name for d in cluster.devices], 0)
     assert plan_latency(model, graph, plan, [device_kind(d) for d in cluster.devices], [0, 0]).seconds > 0
