@@ -371,7 +371,8 @@ def accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
 
 def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
     """MAPE, share within ±10% and Spearman rank correlation of predictions on `rows`, and the
-    same for the model's roofline line alone (under "roofline": what the trees add to it)."""
+    same for the model's roofline line alone (under "roofline": what the trees add to it); per
+    operator (of OPS, or "other"), how many rows and how many of them within ±10%."""
     x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
     truth = np.array([float(r["latency_s"]) for r in rows])
     kinds = [r["device_kind"] for r in rows]
@@ -379,7 +380,13 @@ def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
     for kind in set(kinds):
         mask = np.array(kinds) == kind
         line[mask] = np.exp2(_log_baseline(x[mask], model.roofline[kind]))
-    return {**accuracy(model.predict(x, kinds), truth), "roofline": accuracy(line, truth)}
+    predicted = model.predict(x, kinds)
+    by_operator: dict[str, list[int]] = {}
+    for code, within in zip(x[:, FEATURES.index("op_code")].astype(int), np.abs(predicted / truth - 1) <= 0.10):
+        counts = by_operator.setdefault(OPS[code] if code < len(OPS) else "other", [0, 0])
+        counts[0] += 1
+        counts[1] += int(within)
+    return {**accuracy(predicted, truth), "roofline": accuracy(line, truth), "by_operator": by_operator}
 
 
 def shape_keys(rows: Sequence[Mapping]) -> list[tuple]:

@@ -476,9 +476,7 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
     each split's training shapes, then all of them."""
     from collections import defaultdict
 
-    import numpy as np
-
-    from ..costmodel import FEATURES, CostModel, evaluate, shape_keys, split_by_shape
+    from ..costmodel import CostModel, evaluate, shape_keys, split_by_shape
     from ..profile import ROUNDS_AGREE
 
     table, operators, curves = [], [], {}
@@ -487,17 +485,16 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
         runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY)}
         held: dict[str, int] = dict.fromkeys(runs, 0)
         curve: dict[float, list[tuple[int, float]]] = {f: [] for f in (*CURVE_FRACTIONS, 1.0)}
-        by_op: dict[str, list[bool]] = defaultdict(list)
+        by_op: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # operator -> held-out rows, within ±10 %
         for seed in range(splits):
             train_rows, test_rows = split_by_shape(kind_rows, test_fraction, seed)
             if not train_rows or not test_rows:
                 continue
             model = CostModel().fit(train_rows)
             metrics = evaluate(model, test_rows)
-            within = np.abs(model.predict(np.array([[float(r[f]) for f in FEATURES] for r in test_rows]),
-                                          [kind] * len(test_rows)) / [r["latency_s"] for r in test_rows] - 1) <= 0.1
-            for row, ok in zip(test_rows, within):
-                by_op[row["op"].split(":")[0]].append(ok)
+            for op, (count, within) in metrics["by_operator"].items():
+                by_op[op][0] += count
+                by_op[op][1] += within
             curve[1.0].append((len(set(shape_keys(train_rows))), metrics["within_10_percent"]))
             for fraction in CURVE_FRACTIONS:
                 part = split_by_shape(train_rows, 1 - fraction, seed)[0]
@@ -519,8 +516,8 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
             table.append([kind, len(set(shape_keys(kind_rows))), len(kind_rows), held[label] // len(runs[label]),
                           label, f"{m['mape_percent']:.1f}", f"{100 * m['within_10_percent']:.1f}",
                           f"{m['spearman']:.3f}"])
-        operators += [[kind, op, len(oks) // len(runs[_PREDICTORS[0]]), f"{100 * np.mean(oks):.1f}"]
-                      for op, oks in sorted(by_op.items(), key=lambda item: -len(item[1]))]
+        operators += [[kind, op, count // len(runs[_PREDICTORS[0]]), f"{100 * within / count:.1f}"]
+                      for op, (count, within) in sorted(by_op.items(), key=lambda item: -item[1][0])]
         curves[kind] = [(sum(n for n, _ in points) / len(points), sum(s for _, s in points) / len(points))
                         for points in curve.values() if points]
         ours = _mean_metrics(runs[_PREDICTORS[0]])
