@@ -472,8 +472,8 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
     """Per device kind: the cost model and its roofline line alone on held-out operator shapes,
     averaged over `splits` seeded splits; for slices profiled in several rounds, the model apart
     on those whose rounds agreed and those whose did not (a slice the host times unsteadily).
-    Also the model's share within ±10 % per operator, and the learning curve: (training shapes, share within ±10 %) fitted on CURVE_FRACTIONS of
-    each split's training shapes, then all of them."""
+    Also the model's share within ±10 % per operator, and the learning curve: (training shapes,
+    share within ±10 %) fitted on CURVE_FRACTIONS of each split's training shapes, then all of them."""
     from collections import defaultdict
 
     from ..costmodel import CostModel, evaluate, shape_keys, split_by_shape
