@@ -31,15 +31,20 @@ from .errors import MnovaError
 from .graph import Node, OpGraph
 from .partition import Plan, Segment, region_bytes, region_shape, segments, sliced_weight_bytes
 
-FORMAT_VERSION = 7
+FORMAT_VERSION = 8
 # How link rows were timed (profile.profile_links): each device alone, then all devices at once, as
 # the runtime moves data; each row says how many devices were active ("active").
 LINK_PROTOCOL = "by-active-devices"
 OPS = ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d", "relax.matmul", "relax.mean",
        "relax.nn.batch_norm", "relax.add", "relax.multiply", "relax.nn.relu", "relax.concat", "relax.nn.softmax",
        "relax.sigmoid", "relax.clip", "relax.nn.silu", "relax.reshape", "relax.permute_dims", "relax.nn.adaptive_avg_pool2d")
+# The last three describe the inputs: how many activation inputs the slice reads (a concat's
+# parts), the most output elements one element of an input feeds (a bias: the map; a scalar: all;
+# a squeeze-excite scale: the map), and the elements of the smallest input. Shapes held out, 11 zoo
+# models and 5 sweeps: 81.4 -> 83.7 % of slices within ±10 % with them (concat 60 -> 76 %,
+# multiply 78 -> 87 %, add 83 -> 89 %).
 FEATURES = ("op_code", "flops_log", "in_bytes_log", "out_bytes_log", "weight_bytes_log", "out_c", "out_h", "out_w",
-            "in_c", "in_h", "kernel", "stride", "depthwise", "dim_code")
+            "in_c", "in_h", "kernel", "stride", "depthwise", "dim_code", "inputs", "broadcast_log", "smallest_input_log")
 DIM_CODE = {"none": 0, "height": 1, "channel": 2}
 # Vector widths (float32 lanes) whose kernels the derived columns describe: NEON and SSE, AVX2, AVX-512.
 SCHEDULE_LANES = (4, 8, 16)
@@ -81,10 +86,10 @@ def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions:
     out_count = math.prod(out_shape)
     acts = [t for t in node.inputs if graph.tensors[graph.base_of(t)].kind != "weight"]
     in_bytes = sum(region_bytes(graph, t, in_regions.get(t, (-1, 0, 0))) for t in acts)
+    read = [n for n in (math.prod(region_shape(graph.tensors[t].shape, in_regions.get(t, (-1, 0, 0)))) for t in acts) if n]
     first_in = region_shape(graph.tensors[acts[0]].shape, in_regions.get(acts[0], (-1, 0, 0))) if acts else ()
     axis, lo, hi = out_region
-    weights = sliced_weight_bytes(graph, node, dim, lo, hi) if axis >= 0 else \
-        sum(graph.tensors[t].nbytes for t in node.inputs if graph.tensors[t].kind == "weight")
+    weights = sliced_weight_bytes(graph, node, dim if axis >= 0 else "none", lo, hi)
     padded = tuple(out_shape) + (1,) * (4 - len(out_shape))
     in_padded = tuple(first_in) + (1,) * (4 - len(first_in))
     groups = node.attrs.get("groups", 1)
@@ -94,7 +99,22 @@ def slice_features(graph: OpGraph, node: Node, dim: str, out_region, in_regions:
         padded[1], padded[2], padded[3], in_padded[1], in_padded[2],
         node.attrs.get("kernel", (1, 1))[0], node.attrs.get("strides", (1, 1))[0],
         int(groups > 1 and groups == out_t.shape[1]), DIM_CODE[dim],  # a depthwise conv's channel slice is depthwise
+        len(read), math.log2(_broadcast(graph, node, out_shape)), _log(min(read, default=0)),
     ]
+
+
+def _broadcast(graph: OpGraph, node: Node, out_shape) -> int:
+    """The most output elements of the slice that one element of an input feeds, over the inputs
+    that broadcast to the output (a bias, a scalar, a squeeze-excite scale): 1 if none does."""
+    full = graph.tensors[node.outputs[0]].shape
+    reuse = 1
+    for t in node.inputs:
+        shape = graph.tensors[t].shape
+        if len(shape) > len(full) or any(i not in (1, o) for i, o in zip(shape[::-1], full[::-1])):
+            continue
+        shape = (1,) * (len(full) - len(shape)) + tuple(shape)
+        reuse = max(reuse, math.prod(o for i, o in zip(shape, out_shape) if i == 1))
+    return reuse
 
 
 def model_inputs(features: np.ndarray) -> np.ndarray:

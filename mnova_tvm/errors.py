@@ -5,6 +5,10 @@ class MnovaError(Exception):
     """A user-facing error. The CLI prints it on one line and exits with code 2, no traceback."""
 
 
+class StaleDataset(MnovaError):
+    """A profiling dataset whose feature columns an older mnova-tvm computed (mnova refeature)."""
+
+
 class ProfilingInterrupted(MnovaError):
     """A device died while being profiled; what was timed is kept, so a rerun resumes after it."""
 

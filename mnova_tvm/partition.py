@@ -386,19 +386,21 @@ def sliced_weight_bytes(graph: OpGraph, node: Node, dim: str, lo: int, hi: int) 
     total = 0
     out = _out_shape(graph, node)
     for t in node.inputs:
-        tensor = graph.tensors[t]
-        if tensor.kind != "weight":
+        if graph.tensors[graph.base_of(t)].kind != "weight":
             continue
+        tensor = graph.tensors[t]
+        # a reshaped constant (a bias as 1xCx1x1) is a view, without bytes of its own: its constant's
+        nbytes = math.prod(tensor.shape) * _itemsize(tensor.dtype) if tensor.view_of else tensor.nbytes
         if dim == "channel" and node.op == "relax.matmul":
-            total += tensor.nbytes * (hi - lo) // max(tensor.shape[-1], 1)
+            total += nbytes * (hi - lo) // max(tensor.shape[-1], 1)
         elif dim == "channel" and tensor.shape and tensor.shape[0] == out[1] and node.op in ("relax.nn.conv2d",):
-            total += tensor.nbytes * (hi - lo) // out[1]
+            total += nbytes * (hi - lo) // out[1]
         elif dim == "channel" and node.op == "relax.nn.batch_norm":
-            total += tensor.nbytes * (hi - lo) // out[1]
-        elif dim == "channel" and len(tensor.shape) >= 1 and out[1] in tensor.shape and tensor.nbytes > 0:
-            total += tensor.nbytes * (hi - lo) // out[1]
+            total += nbytes * (hi - lo) // out[1]
+        elif dim == "channel" and len(tensor.shape) >= 1 and out[1] in tensor.shape and nbytes > 0:
+            total += nbytes * (hi - lo) // out[1]
         else:
-            total += tensor.nbytes
+            total += nbytes
     return total
 
 

@@ -26,8 +26,8 @@ from tvm import relax
 
 from . import cluster as testbed
 from .costmodel import FEATURES, LINK_PROTOCOL, slice_features
-from .errors import MnovaError, ProfilingInterrupted, last_line
-from .graph import OpGraph, binding_names, dataflow_bindings
+from .errors import MnovaError, ProfilingInterrupted, StaleDataset, last_line
+from .graph import OpGraph, binding_names, dataflow_bindings, from_relax
 from .partition import allowed_dims, op_segment, partition_op, split_size
 from .runtime import _SegmentBuilder, _tensor_names
 from .targets import Cluster, Device
@@ -151,12 +151,8 @@ def job_key(graph: OpGraph, job: Job) -> tuple:
     return slice_key(graph.node_by_name[job.node].op, job_features(graph, job))
 
 
-def read_dataset(path) -> tuple[list[dict], list[dict]]:
-    """(operator rows, link rows) of a dataset file; a missing file is empty."""
-    path = Path(path)
-    if not path.exists():
-        return [], []
-    ops, links = [], []
+def _dataset_lines(path: Path):
+    """(line number, row) of each row of a dataset file, checked to be JSON with a row type."""
     for number, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
             continue
@@ -164,14 +160,67 @@ def read_dataset(path) -> tuple[list[dict], list[dict]]:
             row = json.loads(line)
         except json.JSONDecodeError:
             raise MnovaError(f"dataset {path} line {number} is not JSON: is this a profiling dataset?") from None
-        columns = OP_COLUMNS if row.get("row") == "op" else LINK_COLUMNS if row.get("row") == "link" else None
-        if columns is None:
+        if not isinstance(row, dict) or row.get("row") not in ("op", "link"):
             raise MnovaError(f"dataset {path} line {number} has no row type ('op' or 'link')")
+        yield number, row
+
+
+def read_dataset(path) -> tuple[list[dict], list[dict]]:
+    """(operator rows, link rows) of a dataset file; a missing file is empty."""
+    path = Path(path)
+    if not path.exists():
+        return [], []
+    ops, links = [], []
+    for number, row in _dataset_lines(path):
+        columns = OP_COLUMNS if row["row"] == "op" else LINK_COLUMNS
         missing = [c for c in columns if c not in row]
+        if missing and set(missing) <= set(FEATURES) and {"model", "node", "dim", "units", "total_units"} <= set(row):
+            raise StaleDataset(f"dataset {path} was profiled by an older mnova-tvm: its rows lack the feature columns "
+                             f"{', '.join(missing)}; compute them with mnova refeature {path}")
         if missing:
             raise MnovaError(f"dataset {path} line {number} lacks columns {', '.join(missing)}")
         (ops if row["row"] == "op" else links).append(row)
     return ops, links
+
+
+# Columns of an operator row the features are made from, whatever their version: recomputed
+# features must give them back, or the graph is not the one profiled.
+_SHAPE_COLUMNS = ("out_c", "out_h", "out_w")
+
+
+def refeature_row(row: dict, graph: OpGraph) -> dict | None:
+    """Operator row `row` with the FEATURES of this version of mnova-tvm, computed again from the
+    graph of its model; None if the partitioner no longer makes its slice (a dimension it no
+    longer cuts the operator along)."""
+    node = graph.node_by_name.get(row["node"])
+    if node is None or node.op != row["op"]:
+        raise MnovaError(f"dataset rows of model {row['model']} do not match its graph (node {row['node']} is not "
+                         f"a {row['op']} there): was it profiled with another --input-size or ONNX file?")
+    if row["dim"] != "none" and row["dim"] not in allowed_dims(graph, node):
+        return None
+    features = dict(zip(FEATURES, job_features(graph, Job(row["node"], row["dim"], row["units"], row["total_units"]))))
+    if any(column in row and float(row[column]) != features[column] for column in _SHAPE_COLUMNS):
+        raise MnovaError(f"dataset rows of model {row['model']} do not match its graph (node {row['node']} has "
+                         f"another shape there): was it profiled with another --input-size or ONNX file?")
+    return {**row, **features}
+
+
+def refeature_dataset(path, graphs: dict[str, OpGraph]) -> tuple[int, int]:
+    """Rewrite a dataset file with its operator rows' features computed again (refeature_row),
+    from `graphs` (by model name), rows in their order, links unchanged. Returns (rows rewritten,
+    rows dropped). Nothing is written unless every row's model is in `graphs` and matches it."""
+    from .commands._io import atomic_path
+
+    path = Path(path)
+    lines = [row for _, row in _dataset_lines(path)]
+    unknown = sorted({row["model"] for row in lines if row["row"] == "op"} - set(graphs))
+    if unknown:
+        raise MnovaError(f"dataset {path} has rows of models {', '.join(unknown)} as well: compute its features "
+                         f"again with mnova refeature {path} (--models for ONNX files)")
+    rows = [row if row["row"] == "link" else refeature_row(row, graphs[row["model"]]) for row in lines]
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in rows if row is not None))
+    return sum(row is not None and row["row"] == "op" for row in rows), sum(row is None for row in rows)
 
 
 # Rounds of a slice agree when their extremes are within ±10 % of each other (the cost model's own
@@ -482,7 +531,6 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
     `quick` times each slice in 3 passes of at least 2 ms (QUICK_TIMING: several times faster, noisier);
     `rounds`: time again the slices the dataset holds fewer timings of (merge_rounds); `tiebreak`:
     and once more those whose `rounds` timings disagree."""
-    from .graph import from_relax
     from .runtime import prepare
 
     dataset = Path(dataset)
@@ -526,7 +574,13 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
             return model
         log(f"cost model {path} lacks some device kinds or links of {cluster.name}: profiling")
     dataset = path.with_suffix(".jsonl")
-    _, links = read_dataset(dataset)
+    try:
+        _, links = read_dataset(dataset)
+    except StaleDataset:
+        graphs = {name: from_relax(mod, name) for name, mod in models}
+        rewritten, _ = refeature_dataset(dataset, graphs)
+        log(f"{dataset}: features of {rewritten} rows computed again by this version of mnova-tvm")
+        _, links = read_dataset(dataset)
     need_links = not {d.name for d in cluster.devices} <= {r["device"] for r in links if r.get("protocol") == LINK_PROTOCOL}
     profile_cluster(cluster, state, models, dataset, workdir, links=need_links, quick=True, log=log)
     rows, links = read_dataset(dataset)
@@ -584,7 +638,6 @@ def calibration_factors(model, cluster: Cluster, state: testbed.ClusterState, mo
     seconds: their median over the sum of the operators' uncalibrated predictions. A kind whose
     device cannot load the whole model has no factor."""
     from .costmodel import plan_latency
-    from .graph import from_relax
     from .partition import device_memory, single_device_plan
     from .runtime import RemoteRunner, compile_plan, prepare
 

@@ -10,6 +10,7 @@ BatchNorm scale and shift; BatchNorm running statistics and shape constants are 
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -497,6 +498,56 @@ def shape_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
             x = _sweep_block(net, x, low, high)
     x = net.linear(net.flatten(net.gap(x)), int(net.rng.integers(100, 1500)))
     return net.finish(x, f"sweep{blocks}" + (f"-seed{seed}" if seed else ""))
+
+
+def _branch(net: _Net, x: str, low: int, high: int) -> str:
+    """One operator a CNN has few of, on the trunk `x`: a strided conv (regular or depthwise), a
+    max or average pool (kernel 2, 3 or 5, stride 1 or 2, padded or not, ceil mode or not), or a
+    concatenation of 3 to 8 narrow branches."""
+    rng = net.rng
+    c, size = net.shapes[x][1], net.shapes[x][2]
+    kind = rng.choice(["depthwise", "strided", "maxpool", "avgpool", "concat"], p=[0.25, 0.15, 0.25, 0.2, 0.15])
+    if kind in ("depthwise", "strided"):
+        k = int(rng.choice([3, 5, 7] if kind == "depthwise" else [1, 3, 5, 7]))
+        pad = int(rng.integers(0, 2)) * (k // 2)
+        if size + 2 * pad < k:
+            pad = k // 2
+        width = c if kind == "depthwise" else _sweep_width(rng, low, high)
+        return net.conv_bn(x, width, k, 2, pad=pad, groups=c if kind == "depthwise" else 1,
+                           act=rng.choice(["relu", "relu6", None]))
+    if kind in ("maxpool", "avgpool"):
+        k, stride = int(rng.choice([2, 3, 5])), int(rng.integers(1, 3))
+        pad = int(rng.integers(0, 2)) * (k // 2) if size > k else k // 2
+        return (net.maxpool if kind == "maxpool" else net.avgpool)(x, k, stride, pad, ceil=bool(rng.integers(0, 2)))
+    return net.concat([net.conv(x, _sweep_width(rng, max(4, low // 2), max(8, high // 4)), 1) for _ in range(rng.integers(3, 9))])
+
+
+def branch_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
+    """`blocks` side branches off a random CNN trunk over the five resolutions of a 224x224 input
+    (zoo.shape_sweep's): strided convs and depthwise convs, pools of every kind, many-input
+    concatenations; each ends in a global average pool and a classifier, and the classifiers'
+    outputs are summed. The operators the zoo's models have one or two of, in many shapes."""
+    if blocks < len(_SWEEP_STAGES):
+        raise MnovaError(f"a branch sweep needs at least {len(_SWEEP_STAGES)} blocks (one per resolution), got {blocks}")
+    net = _Net(224, seed)
+    classes = int(net.rng.integers(100, 1500))
+    x, logits = "input", None
+    for stage, (_size, low, high) in enumerate(_SWEEP_STAGES):
+        x = net.conv_bn(_downsample(net, x, low, high), _sweep_width(net.rng, low, high), 1)
+        for _ in range(blocks // len(_SWEEP_STAGES) + (stage < blocks % len(_SWEEP_STAGES))):
+            branch = net.linear(net.flatten(net.gap(_branch(net, x, low, high))), classes)
+            logits = branch if logits is None else net.add(logits, branch)
+    return net.finish(logits, f"branches{blocks}" + (f"-seed{seed}" if seed else ""))
+
+
+def sweep_named(name: str) -> onnx.ModelProto | None:
+    """The sweep a model name such as sweep40-seed3 or branches40-seed1 was made by (None if the
+    name is not a sweep's)."""
+    match = re.fullmatch(r"(sweep|branches)(\d+)(?:-seed(\d+))?", name)
+    if not match:
+        return None
+    make = shape_sweep if match[1] == "sweep" else branch_sweep
+    return make(int(match[2]), seed=int(match[3] or 0))
 
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in (

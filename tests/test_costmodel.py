@@ -553,3 +553,78 @@ def test_plans_are_calibrated_by_the_other_models():
     assert _calibration_without(factors, "a") == pytest.approx({"k1": 1.1, "k2": 2.0})
     assert _calibration_without(factors, "b") == pytest.approx({"k1": 0.9, "k2": 1.5})
     assert _calibration_without({"a": {"k": 0.9}}, "a") == {"k": 0.9}  # the only model: its own factor
+
+
+def test_input_columns_count_inputs_broadcasts_and_bias_bytes(graph):
+    """inputs: the activation inputs a slice reads (a concat's, all of them: it is cut by rows
+    only); broadcast_log: log2 of the output elements one element of a broadcast input feeds (a
+    bias: the slice's map), 0 for same-shaped inputs and for weights; a bias counts in weight_bytes,
+    also when it is a view of a constant (a conv's bias reshaped to 1xCx1x1, before prepare folds it)."""
+    seen = set()
+    for g in (graph, from_relax(frontend.load_model(edge_cnn(size=35)), "edge")):
+        for job in jobs_for(g):
+            node = g.node_by_name[job.node]
+            columns = dict(zip(FEATURES, job_features(g, job)))
+            out = list(g.tensors[node.outputs[0]].shape)
+            if job.dim != "none":
+                out[1 if job.dim == "channel" else 2] = job.units  # profiled slices are the first rows or channels
+            if node.op == "relax.concat":
+                assert columns["inputs"] == len(node.inputs) == 2, job
+                seen.add("concat")
+            elif node.op == "relax.add" and len(out) == 4:
+                bias = [t for t in node.inputs if g.tensors[t].shape[2:] == (1, 1)]
+                if bias:
+                    assert columns["inputs"] == 1 and columns["broadcast_log"] == np.log2(out[2] * out[3]), job
+                    assert round(2 ** columns["weight_bytes_log"] - 1) == 4 * out[1], job
+                    seen.add("view bias" if g.tensors[bias[0]].view_of else "bias")
+                else:
+                    assert columns["inputs"] == 2 and columns["broadcast_log"] == 0, job
+                    seen.add("residual")
+                assert columns["smallest_input_log"] == np.log2(1 + np.prod(out)), job
+            elif node.op == "relax.nn.conv2d":
+                assert columns["inputs"] == 1 and columns["broadcast_log"] == 0, job
+    assert seen == {"concat", "bias", "view bias", "residual"}
+
+
+def test_refeature_computes_features_again_and_keeps_only_slices_still_made(graph, tmp_path, capsys):
+    """A dataset of an older version (feature columns missing or computed otherwise) is refused
+    with the command that fixes it; refeature_dataset rewrites its features as job_features
+    computes them, keeps latencies, links and order, and drops slices the partitioner no longer
+    makes. A row that does not match its model's graph stops it with the file untouched."""
+    from mnova_tvm.cli import main
+    from mnova_tvm.profile import refeature_dataset
+
+    jobs = jobs_for(graph)[:12]
+    stale = [{"row": "op", "date": "2026-12-01", "device_kind": "host@1cpu", "model": "edge", "node": job.node,
+              "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units, "total_units": job.total_units,
+              **dict(zip(FEATURES, job_features(graph, job))), "weight_bytes_log": 99.0, "latency_s": 1e-4 * (i + 1),
+              "repeats": 3} for i, job in enumerate(jobs)]
+    for row in stale:
+        del row["inputs"]
+    concat = next(n for n in graph.nodes if n.op == "relax.concat")
+    stale.insert(3, {**stale[0], "node": concat.name, "op": concat.op, "dim": "channel", "units": 1, "total_units": 2})
+    link = {"row": "link", "date": "2026-12-01", "device": "a", "device_kind": "host@1cpu", "kind": "send", "bytes": 256,
+            "seconds": 1e-3}
+    path = tmp_path / "old.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in [*stale, link]))
+    with pytest.raises(MnovaError, match=f"lack the feature columns inputs; compute them with mnova refeature {path}"):
+        read_dataset(path)
+
+    wrong = tmp_path / "wrong.jsonl"
+    wrong.write_text(path.read_text().replace(f'"node": "{jobs[5].node}"', '"node": "nowhere"'))
+    before = wrong.read_text()
+    with pytest.raises(MnovaError, match="do not match its graph"):
+        refeature_dataset(wrong, {"edge": graph})
+    assert wrong.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["old.jsonl", "wrong.jsonl"]
+
+    with pytest.raises(MnovaError, match="has rows of models edge as well"):
+        refeature_dataset(path, {"other": graph})
+    assert refeature_dataset(path, {"edge": graph}) == (len(jobs), 1)
+    ops, links = read_dataset(path)
+    assert links == [link]
+    assert [r["latency_s"] for r in ops] == [r["latency_s"] for i, r in enumerate(stale) if i != 3]
+    for row, job in zip(ops, jobs):
+        assert [row[f] for f in FEATURES] == job_features(graph, job)
+
+    assert main(["refeature", str(wrong)]) == 2  # "edge" is neither a zoo model nor a sweep
+    assert "give its ONNX file with --models" in capsys.readouterr().err

@@ -87,3 +87,28 @@ def test_shape_sweep_adds_shapes_the_zoo_lacks():
     assert len(swept - zoo_convs) > 0.8 * len(swept)
     with pytest.raises(MnovaError, match="at least 5 blocks"):
         zoo.shape_sweep(3)
+
+
+def test_branch_sweep_has_the_operators_a_cnn_has_few_of():
+    """The branch sweep: a valid ONNX model, the same for one seed, whose branches hold strided
+    depthwise and regular convs, max and average pools of several kernels and strides, concats of
+    three or more inputs, and one global pool and classifier each; sweeps are found by name."""
+    from mnova_tvm.frontend import load_model
+    from mnova_tvm.graph import from_relax
+
+    sweep = zoo.branch_sweep(10, seed=2)
+    onnx.checker.check_model(sweep)
+    assert sweep.SerializeToString() == zoo.sweep_named("branches10-seed2").SerializeToString()
+    assert zoo.sweep_named("sweep20").SerializeToString() == zoo.shape_sweep(20).SerializeToString()
+    assert zoo.sweep_named("resnet18") is None
+    graph = from_relax(load_model(zoo.branch_sweep(40, seed=1)))
+    ops = [n.op for n in graph.nodes]
+    assert ops.count("relax.matmul") == ops.count("relax.mean") == 40
+    strided = {(n.attrs.get("groups", 1) > 1, n.attrs["kernel"]) for n in graph.nodes
+               if n.op == "relax.nn.conv2d" and n.attrs["strides"] == (2, 2)}
+    assert {(True, (3, 3)), (True, (5, 5))} <= strided and any(not depthwise for depthwise, _ in strided)
+    pools = {(n.op, n.attrs["kernel"], n.attrs["strides"]) for n in graph.nodes if "pool2d" in n.op}
+    assert len({op for op, *_ in pools}) == 2 and len({k for _, k, _ in pools}) == 3 and len({s for *_, s in pools}) == 2
+    assert max(len(n.inputs) for n in graph.nodes if n.op == "relax.concat") >= 3
+    with pytest.raises(MnovaError, match="at least 5 blocks"):
+        zoo.branch_sweep(4)

@@ -10,7 +10,7 @@ from ..errors import MnovaError
 from ..frontend import load_model
 from ..profile import profile_cluster
 from ..targets import load_cluster
-from ..zoo import MODELS, shape_sweep
+from ..zoo import MODELS, branch_sweep, shape_sweep
 from .model_args import add_tuned_argument
 
 DEFAULT_DATASET = Path.home() / ".cache" / "mnova" / "profile.jsonl"
@@ -29,6 +29,10 @@ def register(sub) -> None:
                              "from which the cost model learns shapes it has not seen (40 blocks: about 1,000 slices)")
     parser.add_argument("--sweep-seed", type=int, default=0, metavar="SEED",
                         help="seed of the sweep's random blocks (default 0); another seed profiles other shapes")
+    parser.add_argument("--sweep-kind", choices=("blocks", "branches"), default="blocks",
+                        help="blocks: a CNN of random blocks (zoo.shape_sweep); branches: side branches of the operators "
+                             "a CNN has few of, strided convs, pools, global means, classifiers, many-input concatenations "
+                             "(zoo.branch_sweep) (default blocks)")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="time again each slice the dataset holds fewer than N timings of, once per run: rerun "
                              "hours apart for N rounds; the cost model takes each slice's median (default 1)")
@@ -54,7 +58,7 @@ def run(args) -> int:
         size = args.input_size if name in MODELS else None
         models.append((Path(name).stem, load_model(name, input_size=size)))
     if args.sweep:
-        sweep = shape_sweep(args.sweep, seed=args.sweep_seed)
+        sweep = (shape_sweep if args.sweep_kind == "blocks" else branch_sweep)(args.sweep, seed=args.sweep_seed)
         models.append((sweep.graph.name, load_model(sweep)))
     state_dir = Path(args.state) if args.state else None
     with tempfile.TemporaryDirectory(prefix="mnova-profile-") as workdir, \
