@@ -540,10 +540,20 @@ def branch_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
     return net.finish(logits, f"branches{blocks}" + (f"-seed{seed}" if seed else ""))
 
 
+_SWEEP_NAME = re.compile(r"(sweep|branches)(\d+)(?:-seed(\d+))?")
+
+
+def sweep_kind(name: str) -> str | None:
+    """"blocks" for a shape_sweep's model name (sweep40-seed3), "branches" for a branch_sweep's
+    (branches40-seed1), None for any other name."""
+    match = _SWEEP_NAME.fullmatch(name)
+    return None if not match else "blocks" if match[1] == "sweep" else "branches"
+
+
 def sweep_named(name: str) -> onnx.ModelProto | None:
     """The sweep a model name such as sweep40-seed3 or branches40-seed1 was made by (None if the
     name is not a sweep's)."""
-    match = re.fullmatch(r"(sweep|branches)(\d+)(?:-seed(\d+))?", name)
+    match = _SWEEP_NAME.fullmatch(name)
     if not match:
         return None
     make = shape_sweep if match[1] == "sweep" else branch_sweep

@@ -461,7 +461,7 @@ def _dataset(rows, path):
 
 def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys):
     from mnova_tvm.cli import main
-    from mnova_tvm.commands.bench import _remeasured_rows
+    from mnova_tvm.commands.bench import _remeasured_rows, _source
 
     _dataset(rows, tmp_path / "d.jsonl")
     out = tmp_path / "costmodel.md"
@@ -469,7 +469,8 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
              if line.startswith("| host@")]
     table, curve = [c for c in cells if len(c) == 8], [c for c in cells if len(c) == 4 and c[1].isdigit()]
-    per_op = [c for c in cells if len(c) == 4 and not c[1].isdigit()]
+    per_source = [c for c in cells if len(c) == 4 and c[1] == "other models"]  # "edge" is not the zoo's nor a sweep
+    per_op = [c for c in cells if len(c) == 4 and not c[1].isdigit() and c not in per_source]
     # per operator (by op_code): the held-out rows of each kind, split among its operators
     assert per_op and {c[1] for c in per_op} <= {OPS[int(r["op_code"])] for r in rows}
     for kind in SPEED:
@@ -477,6 +478,7 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
         held, within = next((int(row[3]), float(row[6])) for row in table if row[0] == kind)
         assert held - len(ops) < sum(n for n, _ in ops) <= held
         assert sum(n * share for n, share in ops) / sum(n for n, _ in ops) == pytest.approx(within, abs=1.0)
+        assert [(int(c[2]), float(c[3])) for c in per_source if c[0] == kind] == [(held, pytest.approx(within, abs=0.1))]
     assert sorted({r[0] for r in table}) == sorted(SPEED) and len(table) == 2 * len(SPEED)
     for row in table:  # a latency linear in the roofline terms: the line alone is exact, the trees keep it so
         assert float(row[6]) >= 95 and float(row[7]) > 0.95, row
@@ -505,6 +507,8 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
                  "--out", str(tmp_path / "x.md")]) == 2
     assert "--remeasure at least 0" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
     assert _remeasured_rows(None, None, rows, {}, tmp_path, 0) == []  # --remeasure 0: nothing timed again
+    assert [_source(m) for m in ("resnet18", "sweep40-seed3", "branches40-seed1", "edge")] == [
+        "zoo models", "block sweeps (--sweep)", "branch sweeps (--sweep-kind branches)", "other models"]
     (tmp_path / "empty.jsonl").write_text("")
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "x.md")]) == 2
     assert "no operator rows" in capsys.readouterr().err and not (tmp_path / "x.md").exists()

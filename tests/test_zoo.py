@@ -101,6 +101,7 @@ def test_branch_sweep_has_the_operators_a_cnn_has_few_of():
     assert sweep.SerializeToString() == zoo.sweep_named("branches10-seed2").SerializeToString()
     assert zoo.sweep_named("sweep20").SerializeToString() == zoo.shape_sweep(20).SerializeToString()
     assert zoo.sweep_named("resnet18") is None
+    assert [zoo.sweep_kind(n) for n in ("sweep40-seed3", "branches10-seed2", "resnet18")] == ["blocks", "branches", None]
     graph = from_relax(load_model(zoo.branch_sweep(40, seed=1)))
     ops = [n.op for n in graph.nodes]
     assert ops.count("relax.matmul") == ops.count("relax.mean") == 40

@@ -468,24 +468,34 @@ _STABILITY = {"XGBoost, slices whose rounds agree within ±10 %": True,
 CURVE_FRACTIONS = (0.25, 0.5, 0.75)
 
 
-def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list], list[list], dict[str, list[tuple]]]:
+_SOURCES = {"blocks": "block sweeps (--sweep)", "branches": "branch sweeps (--sweep-kind branches)"}
+
+
+def _source(model: str) -> str:
+    """Where a profiled model comes from: the zoo, a sweep of either kind, or elsewhere."""
+    return "zoo models" if model in zoo.MODELS else _SOURCES.get(zoo.sweep_kind(model), "other models")
+
+
+def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list], list[list], list[list], dict]:
     """Per device kind: the cost model and its roofline line alone on held-out operator shapes,
     averaged over `splits` seeded splits; for slices profiled in several rounds, the model apart
     on those whose rounds agreed and those whose did not (a slice the host times unsteadily).
-    Also the model's share within ±10 % per operator, and the learning curve: (training shapes,
-    share within ±10 %) fitted on CURVE_FRACTIONS of each split's training shapes, then all of them."""
+    Also the model's share within ±10 % per operator and per source of the slices (_source), and
+    the learning curve: (training shapes, share within ±10 %) fitted on CURVE_FRACTIONS of each
+    split's training shapes, then all of them."""
     from collections import defaultdict
 
     from ..costmodel import CostModel, evaluate, shape_keys, split_by_shape
     from ..profile import ROUNDS_AGREE
 
-    table, operators, curves = [], [], {}
+    table, operators, sources, curves = [], [], [], {}
     for kind in sorted({r["device_kind"] for r in rows}):
         kind_rows = [r for r in rows if r["device_kind"] == kind]
         runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY)}
         held: dict[str, int] = dict.fromkeys(runs, 0)
         curve: dict[float, list[tuple[int, float]]] = {f: [] for f in (*CURVE_FRACTIONS, 1.0)}
         by_op: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # operator -> held-out rows, within ±10 %
+        by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for seed in range(splits):
             train_rows, test_rows = split_by_shape(kind_rows, test_fraction, seed)
             if not train_rows or not test_rows:
@@ -495,6 +505,10 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
             for op, (count, within) in metrics["by_operator"].items():
                 by_op[op][0] += count
                 by_op[op][1] += within
+            for source in sorted({_source(r["model"]) for r in test_rows}):
+                subset = [r for r in test_rows if _source(r["model"]) == source]
+                by_source[source][0] += len(subset)
+                by_source[source][1] += round(evaluate(model, subset)["within_10_percent"] * len(subset))
             curve[1.0].append((len(set(shape_keys(train_rows))), metrics["within_10_percent"]))
             for fraction in CURVE_FRACTIONS:
                 part = split_by_shape(train_rows, 1 - fraction, seed)[0]
@@ -518,12 +532,14 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
                           f"{m['spearman']:.3f}"])
         operators += [[kind, op, count // len(runs[_PREDICTORS[0]]), f"{100 * within / count:.1f}"]
                       for op, (count, within) in sorted(by_op.items(), key=lambda item: -item[1][0])]
+        sources += [[kind, source, count // len(runs[_PREDICTORS[0]]), f"{100 * within / count:.1f}"]
+                    for source, (count, within) in sorted(by_source.items())]
         curves[kind] = [(sum(n for n, _ in points) / len(points), sum(s for _, s in points) / len(points))
                         for points in curve.values() if points]
         ours = _mean_metrics(runs[_PREDICTORS[0]])
         print(f"{kind}: held-out within ±10 % {100 * ours['within_10_percent']:.1f} %, Spearman {ours['spearman']:.3f}",
               file=sys.stderr, flush=True)
-    return table, operators, curves
+    return table, operators, sources, curves
 
 
 def _curve_table(curves: dict[str, list[tuple]]) -> list[list]:
@@ -644,7 +660,7 @@ def run_costmodel(args) -> int:
         raise MnovaError(f"dataset {dataset} has no operator rows: run mnova profile first")
     if args.splits < 1 or not 0 < args.test_fraction < 1 or args.remeasure < 0:
         raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
-    operator_table, per_operator, curves = _operator_rows(rows, args.splits, args.test_fraction)
+    operator_table, per_operator, per_source, curves = _operator_rows(rows, args.splits, args.test_fraction)
     curve_png = Path(args.out).with_name(Path(args.out).stem + "-curve.png")
     plot_learning_curve(curves, curve_png, f"{dataset.name}: held-out operator shapes")
     timing_text = "; ".join(f"{n} as {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
@@ -672,7 +688,13 @@ their slices) are left out of training; the table gives the mean over the splits
                       "within ±10 % (%)", "Spearman"], operator_table) + """
 ### By operator
 
-""" + markdown_table(["device kind", "operator", "held out per split", "within ±10 % (%)"], per_operator) + f"""
+""" + markdown_table(["device kind", "operator", "held out per split", "within ±10 % (%)"], per_operator) + """
+### By source
+
+Where each held-out slice was profiled (the first model profiled with its shape): the zoo's models, or a sweep
+of shapes made for profiling.
+
+""" + markdown_table(["device kind", "source", "held out per split", "within ±10 % (%)"], per_source) + f"""
 ### By the operator shapes trained on
 
 The same splits, the model fitted on {", ".join(f"{100 * f:.0f}" for f in CURVE_FRACTIONS)} % of each split's training
