@@ -174,13 +174,18 @@ def read_dataset(path) -> tuple[list[dict], list[dict]]:
     for number, row in _dataset_lines(path):
         columns = OP_COLUMNS if row["row"] == "op" else LINK_COLUMNS
         missing = [c for c in columns if c not in row]
-        if missing and set(missing) <= set(FEATURES) and {"model", "node", "dim", "units", "total_units"} <= set(row):
+        if missing and set(missing) <= set(FEATURES):
             raise StaleDataset(f"dataset {path} was profiled by an older mnova-tvm: its rows lack the feature columns "
-                             f"{', '.join(missing)}; compute them with mnova refeature {path}")
+                               f"{', '.join(missing)}; compute them with mnova refeature {path}")
         if missing:
             raise MnovaError(f"dataset {path} line {number} lacks columns {', '.join(missing)}")
         (ops if row["row"] == "op" else links).append(row)
     return ops, links
+
+
+def dataset_models(path) -> list[str]:
+    """The models a dataset file's operator rows were profiled from, whatever its version."""
+    return sorted({row["model"] for _, row in _dataset_lines(Path(path)) if row["row"] == "op"})
 
 
 # Columns of an operator row the features are made from, whatever their version: recomputed
@@ -205,18 +210,27 @@ def refeature_row(row: dict, graph: OpGraph) -> dict | None:
     return {**row, **features}
 
 
-def refeature_dataset(path, graphs: dict[str, OpGraph]) -> tuple[int, int]:
-    """Rewrite a dataset file with its operator rows' features computed again (refeature_row),
-    from `graphs` (by model name), rows in their order, links unchanged. Returns (rows rewritten,
-    rows dropped). Nothing is written unless every row's model is in `graphs` and matches it."""
+def profiled_graph(mod: tvm.IRModule, name: str) -> OpGraph:
+    """The graph whose slices profile_cluster times and describes (the prepared module's)."""
+    from .runtime import prepare
+
+    return from_relax(prepare(mod), name)
+
+
+def refeature_dataset(path, modules: dict[str, tvm.IRModule]) -> tuple[int, int]:
+    """Rewrite a dataset file with its operator rows' features computed again (refeature_row)
+    from the graphs profile_cluster makes of `modules` (by model name), rows in their order,
+    links unchanged. Returns (rows rewritten, rows dropped). Nothing is written unless every
+    row's model is in `modules` and matches it."""
     from .commands._io import atomic_path
 
     path = Path(path)
     lines = [row for _, row in _dataset_lines(path)]
-    unknown = sorted({row["model"] for row in lines if row["row"] == "op"} - set(graphs))
-    if unknown:
-        raise MnovaError(f"dataset {path} has rows of models {', '.join(unknown)} as well: compute its features "
-                         f"again with mnova refeature {path} (--models for ONNX files)")
+    names = {row["model"] for row in lines if row["row"] == "op"}
+    if names - set(modules):
+        raise MnovaError(f"dataset {path} has rows of models {', '.join(sorted(names - set(modules)))} as well: compute "
+                         f"its features again with mnova refeature {path} (--models for ONNX files)")
+    graphs = {name: profiled_graph(modules[name], name) for name in names}
     rows = [row if row["row"] == "link" else refeature_row(row, graphs[row["model"]]) for row in lines]
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(row) + "\n" for row in rows if row is not None))
@@ -548,7 +562,7 @@ def profile_cluster(cluster: Cluster, state: testbed.ClusterState, models: Seque
         log(f"links: {len(cluster.devices)} devices measured")
     for name, mod in models:
         mod = prepare(mod)
-        graph = from_relax(mod, name)
+        graph = profiled_graph(mod, name)
         for devices in boards.values():
             written += profile_devices(state, devices, mod, graph, name, dataset, workdir,
                                        QUICK_TIMING if quick else FULL_TIMING, deadline=deadline, rounds=rounds,
@@ -577,8 +591,7 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     try:
         _, links = read_dataset(dataset)
     except StaleDataset:
-        graphs = {name: from_relax(mod, name) for name, mod in models}
-        rewritten, _ = refeature_dataset(dataset, graphs)
+        rewritten, _ = refeature_dataset(dataset, dict(models))
         log(f"{dataset}: features of {rewritten} rows computed again by this version of mnova-tvm")
         _, links = read_dataset(dataset)
     need_links = not {d.name for d in cluster.devices} <= {r["device"] for r in links if r.get("protocol") == LINK_PROTOCOL}

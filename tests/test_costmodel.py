@@ -598,6 +598,7 @@ def test_refeature_computes_features_again_and_keeps_only_slices_still_made(grap
     from mnova_tvm.cli import main
     from mnova_tvm.profile import refeature_dataset
 
+    module = frontend.load_model(edge_cnn(size=35))  # the fixture's graph is of this module, prepared as profiling does
     jobs = jobs_for(graph)[:12]
     stale = [{"row": "op", "date": "2026-12-01", "device_kind": "host@1cpu", "model": "edge", "node": job.node,
               "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units, "total_units": job.total_units,
@@ -618,12 +619,12 @@ def test_refeature_computes_features_again_and_keeps_only_slices_still_made(grap
     wrong.write_text(path.read_text().replace(f'"node": "{jobs[5].node}"', '"node": "nowhere"'))
     before = wrong.read_text()
     with pytest.raises(MnovaError, match="do not match its graph"):
-        refeature_dataset(wrong, {"edge": graph})
+        refeature_dataset(wrong, {"edge": module})
     assert wrong.read_text() == before and sorted(p.name for p in tmp_path.iterdir()) == ["old.jsonl", "wrong.jsonl"]
 
     with pytest.raises(MnovaError, match="has rows of models edge as well"):
-        refeature_dataset(path, {"other": graph})
-    assert refeature_dataset(path, {"edge": graph}) == (len(jobs), 1)
+        refeature_dataset(path, {"other": module})
+    assert refeature_dataset(path, {"edge": module}) == (len(jobs), 1)
     ops, links = read_dataset(path)
     assert links == [link]
     assert [r["latency_s"] for r in ops] == [r["latency_s"] for i, r in enumerate(stale) if i != 3]
@@ -632,3 +633,32 @@ def test_refeature_computes_features_again_and_keeps_only_slices_still_made(grap
 
     assert main(["refeature", str(wrong)]) == 2  # "edge" is neither a zoo model nor a sweep
     assert "give its ONNX file with --models" in capsys.readouterr().err
+
+
+def test_refeature_describes_slices_as_profiling_does_on_the_prepared_module(tmp_path):
+    """A clip's bounds are activations before prepare folds them into constants: refeature_dataset
+    describes each slice from the prepared module, as profile_cluster timed it."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnx_models import make_model
+    from mnova_tvm.profile import refeature_dataset
+
+    weight = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "W")
+    bounds = [numpy_helper.from_array(np.float32(v), n) for v, n in ((0.0, "lo"), (6.0, "hi"))]
+    model = make_model([helper.make_node("Conv", ["input", "W"], ["c"], pads=[1, 1, 1, 1]),
+                        helper.make_node("Clip", ["c", "lo", "hi"], ["output"])],
+                       [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 8, 8])],
+                       [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 4, 8, 8])], [weight, *bounds])
+    module = frontend.load_model(model)
+    prepared, plain = from_relax(prepare(module), "clip"), from_relax(module, "clip")
+    jobs = jobs_for(prepared)
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"row": "op", "date": "2026-12-01", "device_kind": "host@1cpu", "model": "clip",
+                                        "node": job.node, "op": prepared.node_by_name[job.node].op, "dim": job.dim,
+                                        "units": job.units, "total_units": job.total_units,
+                                        **dict(zip(FEATURES, job_features(prepared, job))), "inputs": -1,
+                                        "latency_s": 1e-5, "repeats": 3}) + "\n" for job in jobs))
+    assert refeature_dataset(path, {"clip": module}) == (len(jobs), 0)
+    ops, _ = read_dataset(path)
+    assert [[row[f] for f in FEATURES] for row in ops] == [job_features(prepared, job) for job in jobs]
+    assert any(job.node in plain.node_by_name and job_features(plain, job) != job_features(prepared, job) for job in jobs)

@@ -6,8 +6,7 @@ from pathlib import Path
 
 from ..errors import MnovaError
 from ..frontend import load_model
-from ..graph import from_relax
-from ..profile import _dataset_lines, refeature_dataset
+from ..profile import dataset_models, refeature_dataset
 from ..zoo import MODELS, sweep_named
 
 
@@ -29,16 +28,15 @@ def run(args) -> int:
     if not path.exists():
         raise MnovaError(f"dataset {path} does not exist")
     files = {Path(f).stem: f for f in args.models}
-    names = sorted({row["model"] for _, row in _dataset_lines(path) if row["row"] == "op"})
-    graphs = {}
-    for name in names:
+    modules = {}
+    for name in dataset_models(path):
         model = files.get(name) or (name if name in MODELS else sweep_named(name))
         if model is None:
             raise MnovaError(f"dataset {path} has rows of model {name}, which is neither a zoo model nor a sweep: "
                              f"give its ONNX file with --models")
         print(f"{name}: importing", flush=True)
-        graphs[name] = from_relax(load_model(model), name)
-    rewritten, dropped = refeature_dataset(path, graphs)
+        modules[name] = load_model(model)
+    rewritten, dropped = refeature_dataset(path, modules)
     print(f"{path}: features of {rewritten} operator rows computed again"
           + (f", {dropped} rows of slices the partitioner no longer makes dropped" if dropped else ""))
     return 0
