@@ -23,7 +23,7 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -389,10 +389,11 @@ def accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
             "within_10_percent": float((error <= 0.10).mean()), "spearman": float(spearmanr(pred, truth).statistic)}
 
 
-def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
+def evaluate(model: CostModel, rows: Sequence[Mapping], group: Callable[[Mapping], str] | None = None) -> dict:
     """MAPE, share within ±10% and Spearman rank correlation of predictions on `rows`, and the
     same for the model's roofline line alone (under "roofline": what the trees add to it); per
-    operator (of OPS, or "other"), how many rows and how many of them within ±10%."""
+    operator (of OPS, or "other"), how many rows and how many of them within ±10%; the same per
+    `group(row)` under "by_group" if `group` is given."""
     x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
     truth = np.array([float(r["latency_s"]) for r in rows])
     kinds = [r["device_kind"] for r in rows]
@@ -406,7 +407,14 @@ def evaluate(model: CostModel, rows: Sequence[Mapping]) -> dict:
         counts = by_operator.setdefault(OPS[code] if code < len(OPS) else "other", [0, 0])
         counts[0] += 1
         counts[1] += int(within)
-    return {**accuracy(predicted, truth), "roofline": accuracy(line, truth), "by_operator": by_operator}
+    result = {**accuracy(predicted, truth), "roofline": accuracy(line, truth), "by_operator": by_operator}
+    if group is not None:
+        result["by_group"] = {}
+        for row, within in zip(rows, np.abs(predicted / truth - 1) <= 0.10):
+            counts = result["by_group"].setdefault(group(row), [0, 0])
+            counts[0] += 1
+            counts[1] += int(within)
+    return result
 
 
 def shape_keys(rows: Sequence[Mapping]) -> list[tuple]:

@@ -540,14 +540,17 @@ def branch_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
     return net.finish(logits, f"branches{blocks}" + (f"-seed{seed}" if seed else ""))
 
 
+# The sweeps by kind (mnova profile --sweep-kind), and the kind their model names begin with.
+SWEEPS = {"blocks": shape_sweep, "branches": branch_sweep}
 _SWEEP_NAME = re.compile(r"(sweep|branches)(\d+)(?:-seed(\d+))?")
+_SWEEP_PREFIXES = {"sweep": "blocks", "branches": "branches"}
 
 
 def sweep_kind(name: str) -> str | None:
     """"blocks" for a shape_sweep's model name (sweep40-seed3), "branches" for a branch_sweep's
     (branches40-seed1), None for any other name."""
     match = _SWEEP_NAME.fullmatch(name)
-    return None if not match else "blocks" if match[1] == "sweep" else "branches"
+    return _SWEEP_PREFIXES[match[1]] if match else None
 
 
 def sweep_named(name: str) -> onnx.ModelProto | None:
@@ -556,8 +559,7 @@ def sweep_named(name: str) -> onnx.ModelProto | None:
     match = _SWEEP_NAME.fullmatch(name)
     if not match:
         return None
-    make = shape_sweep if match[1] == "sweep" else branch_sweep
-    return make(int(match[2]), seed=int(match[3] or 0))
+    return SWEEPS[_SWEEP_PREFIXES[match[1]]](int(match[2]), seed=int(match[3] or 0))
 
 
 MODELS: dict[str, ModelInfo] = {m.name: m for m in (

@@ -501,14 +501,11 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
             if not train_rows or not test_rows:
                 continue
             model = CostModel().fit(train_rows)
-            metrics = evaluate(model, test_rows)
-            for op, (count, within) in metrics["by_operator"].items():
-                by_op[op][0] += count
-                by_op[op][1] += within
-            for source in sorted({_source(r["model"]) for r in test_rows}):
-                subset = [r for r in test_rows if _source(r["model"]) == source]
-                by_source[source][0] += len(subset)
-                by_source[source][1] += round(evaluate(model, subset)["within_10_percent"] * len(subset))
+            metrics = evaluate(model, test_rows, group=lambda row: _source(row["model"]))
+            for counts, groups in ((by_op, metrics["by_operator"]), (by_source, metrics["by_group"])):
+                for name, (count, within) in groups.items():
+                    counts[name][0] += count
+                    counts[name][1] += within
             curve[1.0].append((len(set(shape_keys(train_rows))), metrics["within_10_percent"]))
             for fraction in CURVE_FRACTIONS:
                 part = split_by_shape(train_rows, 1 - fraction, seed)[0]

@@ -10,7 +10,7 @@ from ..errors import MnovaError
 from ..frontend import load_model
 from ..profile import profile_cluster
 from ..targets import load_cluster
-from ..zoo import MODELS, branch_sweep, shape_sweep
+from ..zoo import MODELS, SWEEPS
 from .model_args import add_tuned_argument
 
 DEFAULT_DATASET = Path.home() / ".cache" / "mnova" / "profile.jsonl"
@@ -29,7 +29,7 @@ def register(sub) -> None:
                              "from which the cost model learns shapes it has not seen (40 blocks: about 1,000 slices)")
     parser.add_argument("--sweep-seed", type=int, default=0, metavar="SEED",
                         help="seed of the sweep's random blocks (default 0); another seed profiles other shapes")
-    parser.add_argument("--sweep-kind", choices=("blocks", "branches"), default="blocks",
+    parser.add_argument("--sweep-kind", choices=tuple(SWEEPS), default="blocks",
                         help="blocks: a CNN of random blocks (zoo.shape_sweep); branches: side branches of the operators "
                              "a CNN has few of, strided convs, pools, global means, classifiers, many-input concatenations "
                              "(zoo.branch_sweep) (default blocks)")
@@ -58,7 +58,7 @@ def run(args) -> int:
         size = args.input_size if name in MODELS else None
         models.append((Path(name).stem, load_model(name, input_size=size)))
     if args.sweep:
-        sweep = (shape_sweep if args.sweep_kind == "blocks" else branch_sweep)(args.sweep, seed=args.sweep_seed)
+        sweep = SWEEPS[args.sweep_kind](args.sweep, seed=args.sweep_seed)
         models.append((sweep.graph.name, load_model(sweep)))
     state_dir = Path(args.state) if args.state else None
     with tempfile.TemporaryDirectory(prefix="mnova-profile-") as workdir, \
