@@ -603,13 +603,21 @@ def cost_model_for(cluster: Cluster, state: testbed.ClusterState, models: Sequen
     except MnovaError as err:  # a cached model of another version: the dataset is still good
         log(f"{err}: refitting")
         model = None
-    if model is None or model.metadata.get("rows") != len(rows):  # refit unless fitted on exactly these rows
+    if model is None or refit_needed(model, len(rows)):
         model = train(rows, links, log=log)
     name, mod = models[0]
     calibrate(model, cluster, state, mod, name, workdir, log)
     model.save(path)
     log(f"cost model written to {path}")
     return model
+
+
+def refit_needed(model, rows: int) -> bool:
+    """Whether a cached cost model is to be fitted again: fitted on another number of rows than
+    the dataset's, or with other hyperparameters than this version of mnova-tvm fits with."""
+    from .costmodel import CostModel
+
+    return model.metadata.get("rows") != rows or model.metadata.get("hyperparameters") != CostModel().hyperparameters()
 
 
 # Loading a plan's weights (uploaded tensor by tensor, runtime.RemoteRunner) holds the largest one

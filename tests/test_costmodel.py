@@ -16,7 +16,7 @@ from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import Plan, device_memory, partition_op, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
 from mnova_tvm.profile import (FULL_TIMING, QUICK_TIMING, Timing, calibrate, device_kind, job_features, job_key, jobs_for, profile_cluster,
-                               _wants_round, merge_rounds, profile_devices, read_dataset, timing_of)
+                               _wants_round, merge_rounds, profile_devices, read_dataset, refit_needed, timing_of)
 from mnova_tvm.runtime import prepare
 from mnova_tvm.targets import load_cluster
 from onnx_models import edge_cnn
@@ -84,6 +84,13 @@ def test_save_load_round_trip_and_bad_files(model, rows, tmp_path):
     kinds = [r["device_kind"] for r in rows[:50]]
     np.testing.assert_allclose(loaded.predict(x, kinds), model.predict(x, kinds), rtol=1e-6)
     assert loaded.links == model.links
+    # the hyperparameters travel with the file; a cached model fitted with others than this
+    # version's, or on another number of rows, is refitted
+    assert loaded.n_estimators == 200 and loaded.hyperparameters() == model.hyperparameters()
+    assert refit_needed(loaded, len(rows))
+    CostModel(metadata={"rows": len(rows)}).fit(rows).save(tmp_path / "default.json")
+    default = CostModel.load(tmp_path / "default.json")
+    assert not refit_needed(default, len(rows)) and refit_needed(default, len(rows) + 1)
     data = json.loads(path.read_text())
     data["version"] = 0
     (tmp_path / "old.json").write_text(json.dumps(data))
@@ -461,14 +468,15 @@ def _dataset(rows, path):
 
 def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys):
     from mnova_tvm.cli import main
-    from mnova_tvm.commands.bench import _remeasured_rows, _source
+    from mnova_tvm.commands.bench import PREDICT_BATCH, _remeasured_rows, _source
 
     _dataset(rows, tmp_path / "d.jsonl")
     out = tmp_path / "costmodel.md"
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--splits", "2", "--out", str(out)]) == 0
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
              if line.startswith("| host@")]
-    table, curve = [c for c in cells if len(c) == 8], [c for c in cells if len(c) == 4 and c[1].isdigit()]
+    rate = [c for c in cells if len(c) == 4 and c[2] == str(PREDICT_BATCH)]
+    table, curve = [c for c in cells if len(c) == 8], [c for c in cells if len(c) == 4 and c[1].isdigit() and c not in rate]
     per_source = [c for c in cells if len(c) == 4 and c[1] == "other models"]  # "edge" is not the zoo's nor a sweep
     per_op = [c for c in cells if len(c) == 4 and not c[1].isdigit() and c not in per_source]
     # per operator (by op_code): the held-out rows of each kind, split among its operators
@@ -480,6 +488,10 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
         assert sum(n * share for n, share in ops) / sum(n for n, _ in ops) == pytest.approx(within, abs=1.0)
         assert [(int(c[2]), float(c[3])) for c in per_source if c[0] == kind] == [(held, pytest.approx(within, abs=0.1))]
     assert sorted({r[0] for r in table}) == sorted(SPEED) and len(table) == 2 * len(SPEED)
+    # batched predict: every slice of each kind (rounds merged), predicted at some positive rate
+    slices = merge_rounds(read_dataset(tmp_path / "d.jsonl")[0])
+    assert sorted((c[0], int(c[1])) for c in rate) == sorted((k, sum(r["device_kind"] == k for r in slices)) for k in SPEED)
+    assert all(float(c[3].replace(",", "")) > 0 for c in rate)
     for row in table:  # a latency linear in the roofline terms: the line alone is exact, the trees keep it so
         assert float(row[6]) >= 95 and float(row[7]) > 0.95, row
     # the learning curve: a quarter, half, three quarters and all of each split's training shapes, the last

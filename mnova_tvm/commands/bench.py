@@ -630,6 +630,34 @@ def _timing_text(timing) -> str:
     return f"the {statistic} of {timing.passes} passes seconds apart, each {runs}"
 
 
+PREDICT_BATCH = 5000
+
+
+def _predict_rate(rows) -> list[list]:
+    """Per device kind: predictions per second of the model fitted on all of `rows`, predicting
+    them in batches of PREDICT_BATCH on one thread as the planner does (median of 5 passes)."""
+    import statistics
+    import time
+
+    import numpy as np
+
+    from ..costmodel import FEATURES, CostModel
+
+    table = []
+    for kind in sorted({r["device_kind"] for r in rows}):
+        kind_rows = [r for r in rows if r["device_kind"] == kind]
+        model = CostModel().fit(kind_rows)
+        features = np.array([[float(r[f]) for f in FEATURES] for r in kind_rows])
+        passes = []
+        for _ in range(5):
+            started = time.perf_counter()
+            for at in range(0, len(features), PREDICT_BATCH):
+                model.predict(features[at:at + PREDICT_BATCH], [kind] * len(features[at:at + PREDICT_BATCH]))
+            passes.append(time.perf_counter() - started)
+        table.append([kind, len(features), PREDICT_BATCH, f"{len(features) / statistics.median(passes):,.0f}"])
+    return table
+
+
 def run_costmodel(args) -> int:
     """How good the latency predictions are: per operator on shapes the model never saw, and
     per plan against the same plan measured on the cluster."""
@@ -658,6 +686,7 @@ def run_costmodel(args) -> int:
     if args.splits < 1 or not 0 < args.test_fraction < 1 or args.remeasure < 0:
         raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
     operator_table, per_operator, per_source, curves = _operator_rows(rows, args.splits, args.test_fraction)
+    predict_rate = _predict_rate(rows)
     curve_png = Path(args.out).with_name(Path(args.out).stem + "-curve.png")
     plot_learning_curve(curves, curve_png, f"{dataset.name}: held-out operator shapes")
     timing_text = "; ".join(f"{n} as {_timing_text(t)}" for t, n in Counter(timing_of(r) for r in rows).most_common())
@@ -698,7 +727,13 @@ The same splits, the model fitted on {", ".join(f"{100 * f:.0f}" for f in CURVE_
 shapes (a seeded choice; the held-out shapes unchanged) and on all of them: what profiling more shapes buys.
 Per doubling: the slope of a line through the shares in log2 of the shapes. ![learning curve]({curve_png.name})
 
-""" + markdown_table(["device kind", "training shapes", "within ±10 % (%)", "points per doubling"], _curve_table(curves))
+""" + markdown_table(["device kind", "training shapes", "within ±10 % (%)", "points per doubling"], _curve_table(curves)) + """
+### Batched predict
+
+The model fitted on every slice predicting all of them again, in batches on one thread as the planner calls it
+(median of 5 passes); the planner also keeps each prediction by its slice, so a plan search asks for each slice once.
+
+""" + markdown_table(["device kind", "slices", "batch", "predictions per second"], predict_rate)
         if noise_table:
             text += """
 ## Noise floor: the same slices timed again
