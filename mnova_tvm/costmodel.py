@@ -290,7 +290,7 @@ def _fit_link_rows(rows: Sequence[Mapping], active: int) -> LinkFit:
 class CostModel:
     """Per device kind, a roofline baseline and an XGBoost regressor of log2(seconds / baseline)."""
 
-    # Trees 9 deep, each on a seeded 80 % of the slices: held-out shapes 81.0 -> 83.1 % within ±10 %
+    # Trees 9 deep, each on a seeded 80 % of the slices: held-out shapes 81.0 -> 83.2 % within ±10 %
     # against 7 deep on all of them (seeds 0-2: 83.0-83.2 %); 11 deep gained no more and predicted
     # 2.8x slower than 9.
     n_estimators: int = 300
