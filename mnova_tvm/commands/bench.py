@@ -651,8 +651,8 @@ def _predict_rate(rows) -> list[list]:
         passes = []
         for _ in range(5):
             started = time.perf_counter()
-            for at in range(0, len(features), PREDICT_BATCH):
-                model.predict(features[at:at + PREDICT_BATCH], [kind] * len(features[at:at + PREDICT_BATCH]))
+            for batch in np.array_split(features, range(PREDICT_BATCH, len(features), PREDICT_BATCH)):
+                model.predict(batch, [kind] * len(batch))
             passes.append(time.perf_counter() - started)
         table.append([kind, len(features), PREDICT_BATCH, f"{len(features) / statistics.median(passes):,.0f}"])
     return table
