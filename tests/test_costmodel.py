@@ -459,6 +459,32 @@ def test_partial_sums_column_follows_the_mean_kernel_rule(size):
     assert means > 0 and (sums == {0} if size == 35 else 0 not in sums)
 
 
+
+def test_remainder_columns_follow_the_flat_loop(graph):
+    """For every add and relu slice the profiler times, flat_run is the elements of each channel's
+    map when a per-channel bias is added, else all the slice's elements, and the rest columns are
+    what whole vectors leave of the run, the map and an output row (shapes read off the graph)."""
+    from mnova_tvm.costmodel import DERIVED, SCHEDULE_LANES, model_inputs
+
+    runs = set()
+    for job in jobs_for(graph):
+        node = graph.node_by_name[job.node]
+        if node.op not in ("relax.add", "relax.nn.relu"):
+            continue
+        shape = list(graph.tensors[node.outputs[0]].shape) + [1] * (4 - len(graph.tensors[node.outputs[0]].shape))
+        shape[{"none": 0, "channel": 1, "height": 2}[job.dim]] = job.units if job.dim != "none" else shape[0]
+        _, channels, height, width = shape
+        per_channel = any(graph.tensors[t].shape == (1, channels if job.dim != "channel" else job.total_units, 1, 1)
+                          for t in node.inputs)
+        run = height * width if per_channel else channels * height * width
+        columns = dict(zip(DERIVED, model_inputs(job_features(graph, job))[0, len(FEATURES):]))
+        assert (columns["flat_run"], columns["map_elements"]) == (run, height * width), job
+        for lanes in SCHEDULE_LANES:
+            assert [columns[f"{name}_{lanes}"] for name in ("flat_run_rest", "map_rest", "row_rest")] == \
+                [run % lanes, height * width % lanes, width % lanes], (job, lanes)
+        runs.add((per_channel, run % 16 != 0))
+    assert {per_channel for per_channel, _ in runs} == {False, True} and {rest for _, rest in runs} == {False, True}
+
 def _dataset(rows, path):
     with open(path, "w") as f:
         for i, r in enumerate(rows):
