@@ -459,7 +459,6 @@ def test_partial_sums_column_follows_the_mean_kernel_rule(size):
     assert means > 0 and (sums == {0} if size == 35 else 0 not in sums)
 
 
-
 def test_remainder_columns_follow_the_flat_loop(graph):
     """For every add and relu slice the profiler times, flat_run is the elements of each channel's
     map when a per-channel bias is added, else all the slice's elements, and the rest columns are
@@ -471,11 +470,10 @@ def test_remainder_columns_follow_the_flat_loop(graph):
         node = graph.node_by_name[job.node]
         if node.op not in ("relax.add", "relax.nn.relu"):
             continue
-        shape = list(graph.tensors[node.outputs[0]].shape) + [1] * (4 - len(graph.tensors[node.outputs[0]].shape))
-        shape[{"none": 0, "channel": 1, "height": 2}[job.dim]] = job.units if job.dim != "none" else shape[0]
-        _, channels, height, width = shape
-        per_channel = any(graph.tensors[t].shape == (1, channels if job.dim != "channel" else job.total_units, 1, 1)
-                          for t in node.inputs)
+        _, channels, height, width = (*graph.tensors[node.outputs[0]].shape, 1, 1)[:4]
+        per_channel = any(graph.tensors[t].shape == (1, channels, 1, 1) for t in node.inputs)
+        channels = job.units if job.dim == "channel" else channels
+        height = job.units if job.dim == "height" else height
         run = height * width if per_channel else channels * height * width
         columns = dict(zip(DERIVED, model_inputs(job_features(graph, job))[0, len(FEATURES):]))
         assert (columns["flat_run"], columns["map_elements"]) == (run, height * width), job
@@ -484,6 +482,7 @@ def test_remainder_columns_follow_the_flat_loop(graph):
                 [run % lanes, height * width % lanes, width % lanes], (job, lanes)
         runs.add((per_channel, run % 16 != 0))
     assert {per_channel for per_channel, _ in runs} == {False, True} and {rest for _, rest in runs} == {False, True}
+
 
 def _dataset(rows, path):
     with open(path, "w") as f:
