@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "run",
     "profile",
     "train-cost-model",
+    "score-cost-model",
     "refeature",
     "demo",
     "tune",

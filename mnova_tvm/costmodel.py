@@ -414,12 +414,15 @@ class CostModel:
 
 
 def accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
-    """MAPE, share within ±10% and Spearman rank correlation of `pred` against `truth`."""
+    """MAPE, share within ±10%, Spearman rank correlation and median signed error (a bias, or a
+    shift of the device's speed) of `pred` against `truth`."""
     from scipy.stats import spearmanr
 
-    error = np.abs(pred - truth) / truth
+    signed = pred / truth - 1
+    error = np.abs(signed)
     return {"rows": len(truth), "mape_percent": 100 * float(error.mean()),
-            "within_10_percent": float((error <= 0.10).mean()), "spearman": float(spearmanr(pred, truth).statistic)}
+            "within_10_percent": float((error <= 0.10).mean()), "spearman": float(spearmanr(pred, truth).statistic),
+            "median_error_percent": 100 * float(np.median(signed))}
 
 
 def evaluate(model: CostModel, rows: Sequence[Mapping], group: Callable[[Mapping], str] | None = None) -> dict:

@@ -699,3 +699,58 @@ def test_refeature_describes_slices_as_profiling_does_on_the_prepared_module(tmp
     ops, _ = read_dataset(path)
     assert [[row[f] for f in FEATURES] for row in ops] == [job_features(prepared, job) for job in jobs]
     assert any(job.node in plain.node_by_name and job_features(plain, job) != job_features(prepared, job) for job in jobs)
+
+
+def test_score_cost_model_reports_drift_and_rounds_and_ignores_calibration(model, rows, tmp_path, capsys):
+    from mnova_tvm.cli import main
+
+    kinds = ("host@1cpu", "host@0.35cpu")
+    path = tmp_path / "cm.json"
+    dataclasses.replace(model, calibration={kind: 2.0 for kind in SPEED}).save(path)
+    # host@0.35cpu runs 25 % slower than when the model's data was timed; host@1cpu's slices are
+    # timed twice, every other one a second time within 2 % and the rest 1.5x slower
+    fresh = [dict(r, latency_s=r["latency_s"] * 1.25) for r in rows if r["device_kind"] == kinds[1]]
+    steady = [r for r in rows if r["device_kind"] == kinds[0]]
+    again = [dict(r, latency_s=r["latency_s"] * (1.02 if i % 2 else 1.5)) for i, r in enumerate(steady)]
+    _dataset(steady + again + fresh, tmp_path / "fresh.jsonl")
+    out = tmp_path / "score.md"
+    assert main(["score-cost-model", str(path), str(tmp_path / "fresh.jsonl"), "--out", str(out)]) == 0
+    assert out.read_text().startswith("# Cost model scored") and "- machine: " in out.read_text()
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in capsys.readouterr().out.splitlines()
+             if line.startswith("| host@")]
+    table = {c[0]: c for c in cells if len(c) == 8}
+    assert sorted(table) == sorted(kinds)
+    merged = merge_rounds(read_dataset(tmp_path / "fresh.jsonl")[0])
+    for kind in kinds:
+        kind_rows = [r for r in merged if r["device_kind"] == kind]
+        x = np.array([[r[f] for f in FEATURES] for r in kind_rows])
+        error = model.predict(x, [kind] * len(x)) / np.array([r["latency_s"] for r in kind_rows]) - 1  # no calibration
+        shifted = (1 + error) / (1 + np.median(error)) - 1
+        _, slices, mape, within, spearman, median, within_shifted, rounds = table[kind]
+        assert int(slices) == len(kind_rows)
+        assert float(mape) == pytest.approx(100 * np.abs(error).mean(), abs=0.05)
+        assert float(within) == pytest.approx(100 * np.mean(np.abs(error) <= 0.1), abs=0.05)
+        assert float(median) == pytest.approx(100 * np.median(error), abs=0.05)
+        assert float(within_shifted) == pytest.approx(100 * np.mean(np.abs(shifted) <= 0.1), abs=0.05)
+        per_op = [c for c in cells if len(c) == 4 and c[0] == kind]
+        assert sum(int(c[2]) for c in per_op) == len(kind_rows)
+    # the slower device shows as a median error near -20 %, which the shift takes back
+    before = [r for r in rows if r["device_kind"] == kinds[1]]
+    x = np.array([[r[f] for f in FEATURES] for r in before])
+    error_before = np.median(model.predict(x, [kinds[1]] * len(x)) / np.array([r["latency_s"] for r in before]) - 1)
+    assert float(table[kinds[1]][5]) == pytest.approx(100 * ((1 + error_before) / 1.25 - 1), abs=0.05)
+    assert float(table[kinds[1]][5]) < -15
+    assert float(table[kinds[1]][6]) > float(table[kinds[1]][3]) + 30
+    for kind in kinds:  # slices timed more than once (the edge CNN's repeated shapes too): how often they agree
+        agree = [r["spread"] <= 1.1 for r in merged if r["device_kind"] == kind and r["rounds"] > 1]
+        assert table[kind][7] == f"{100 * np.mean(agree):.1f} ({len(agree)} slices)"
+    assert 40 < float(table[kinds[0]][7].split()[0]) < 60 and float(table[kinds[1]][7].split()[0]) == 100
+    # bad input: one line, exit 2, no results file
+    (tmp_path / "empty.jsonl").write_text("")
+    _dataset([dict(rows[0], device_kind="host@9cpu")], tmp_path / "other.jsonl")
+    for argv, message in [([str(tmp_path / "missing.json"), str(tmp_path / "fresh.jsonl")], "does not exist"),
+                          ([str(path), str(tmp_path / "empty.jsonl")], "no operator rows"),
+                          ([str(path), str(tmp_path / "other.jsonl")], "not host@9cpu")]:
+        assert main(["score-cost-model", *argv, "--out", str(tmp_path / "bad.md")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad.md").exists()
