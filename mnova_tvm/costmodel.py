@@ -433,11 +433,11 @@ def evaluate(model: CostModel, rows: Sequence[Mapping], group: Callable[[Mapping
     x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
     truth = np.array([float(r["latency_s"]) for r in rows])
     kinds = [r["device_kind"] for r in rows]
+    predicted = model.predict(x, kinds)  # first: a kind the model lacks is its one-line error
     line = np.empty(len(rows))
     for kind in set(kinds):
         mask = np.array(kinds) == kind
         line[mask] = np.exp2(_log_baseline(x[mask], model.roofline[kind]))
-    predicted = model.predict(x, kinds)
     by_operator: dict[str, list[int]] = {}
     for code, within in zip(x[:, FEATURES.index("op_code")].astype(int), np.abs(predicted / truth - 1) <= 0.10):
         counts = by_operator.setdefault(OPS[code] if code < len(OPS) else "other", [0, 0])
