@@ -31,7 +31,7 @@ from .errors import MnovaError
 from .graph import Node, OpGraph
 from .partition import Plan, Segment, region_bytes, region_shape, segments, sliced_weight_bytes
 
-FORMAT_VERSION = 9
+FORMAT_VERSION = 10
 # How link rows were timed (profile.profile_links): each device alone, then all devices at once, as
 # the runtime moves data; each row says how many devices were active ("active").
 LINK_PROTOCOL = "by-active-devices"
@@ -70,6 +70,12 @@ DERIVED = tuple(f"{name}_{lanes}" for lanes in SCHEDULE_LANES for name in
     + ("in_row_elements", "padded") + tuple(f"partial_sums_{lanes}" for lanes in SCHEDULE_LANES) \
     + ("flat_run", "map_elements") \
     + tuple(f"{name}_{lanes}" for lanes in SCHEDULE_LANES for name in ("flat_run_rest", "map_rest", "row_rest"))
+# The host's state while a slice was timed: two reference kernels read right before each of its
+# readings (profile.REFERENCES), an in-cache matmul and a streaming relu; a shared machine's slow
+# spells slow kernels unevenly, small in-cache ones like the first, large ones like the second.
+# The model takes each as log2 of the reading over its median in the training rows (missing in
+# rows timed without them) and predicts at that median unless told the host's state.
+HOST_COLUMNS = ("host_compute_s", "host_memory_s")
 WINDOWED_CODES = [OPS.index(op) for op in ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d")]
 MAP_REDUCTION_CODES = [OPS.index(op) for op in ("relax.mean", "relax.nn.adaptive_avg_pool2d")]
 
@@ -325,6 +331,7 @@ class CostModel:
     # kind -> factor: a whole-model run on the device over the sum of its operators' predictions
     # (operators timed alone miss fusion, cache reuse and call overheads of the real segments)
     calibration: dict = field(default_factory=dict)
+    host_nominal: dict = field(default_factory=dict)  # kind -> median seconds of each HOST_COLUMNS reference
     metadata: dict = field(default_factory=dict)
 
     @property
@@ -349,16 +356,28 @@ class CostModel:
             x = np.array([[float(r[f]) for f in FEATURES] for r in kind_rows])
             seconds = np.array([max(float(r["latency_s"]), 1e-7) for r in kind_rows])
             self.roofline[kind] = [float(c) for c in fit_roofline(x, seconds)]
+            host = host_seconds(kind_rows)
+            self.host_nominal[kind] = [float(np.nanmedian(c)) if np.isfinite(c).any() else None for c in host.T]
             params = {"max_depth": self.max_depth, "eta": self.learning_rate, "seed": self.seed,
                       "objective": "reg:squarederror", "nthread": 2, "subsample": self.subsample}
-            data = xgb.DMatrix(model_inputs(x), label=np.log2(seconds), base_margin=_log_baseline(x, self.roofline[kind]))
+            data = xgb.DMatrix(self._inputs(x, kind, host), label=np.log2(seconds),
+                               base_margin=_log_baseline(x, self.roofline[kind]))
             self.boosters[kind] = _for_prediction(xgb.train(params, data, num_boost_round=self.n_estimators))
         self.metadata["hyperparameters"] = self.hyperparameters()
         return self
 
-    def predict(self, features: np.ndarray, kinds: Sequence[str]) -> np.ndarray:
-        """Seconds for each row of `features` (N, len(FEATURES)) on device kind `kinds[i]`."""
+    def _inputs(self, features: np.ndarray, kind: str, host: np.ndarray | None) -> np.ndarray:
+        """model_inputs, then the host's state relative to its median in training (0 if not given)."""
+        nominal = np.array([np.nan if v is None else v for v in self.host_nominal.get(kind, [None] * len(HOST_COLUMNS))])
+        state = np.zeros((len(features), len(HOST_COLUMNS))) if host is None else np.log2(host / nominal)
+        return np.hstack([model_inputs(features), np.where(np.isnan(nominal), np.nan, state)])
+
+    def predict(self, features: np.ndarray, kinds: Sequence[str], host: np.ndarray | None = None) -> np.ndarray:
+        """Seconds for each row of `features` (N, len(FEATURES)) on device kind `kinds[i]`, with
+        the host as fast as it mostly was in training or, given `host` (N, len(HOST_COLUMNS)
+        seconds, NaN where not read), as its reference kernels read it."""
         features = np.asarray(features, dtype=float).reshape(-1, len(FEATURES))
+        host = None if host is None else np.asarray(host, dtype=float).reshape(-1, len(HOST_COLUMNS))
         kinds = np.asarray(kinds)
         out = np.empty(len(features))
         for kind in np.unique(kinds):
@@ -367,7 +386,8 @@ class CostModel:
                                  f"not {kind}: profile that kind and retrain (mnova profile, mnova train-cost-model)")
             mask = kinds == kind
             log_seconds = self.boosters[kind].inplace_predict(
-                model_inputs(features[mask]), base_margin=_log_baseline(features[mask], self.roofline[kind]))
+                self._inputs(features[mask], kind, None if host is None else host[mask]),
+                base_margin=_log_baseline(features[mask], self.roofline[kind]))
             out[mask] = np.exp2(log_seconds) * self.calibration.get(kind, 1.0)
         return out
 
@@ -375,7 +395,8 @@ class CostModel:
         from .commands._io import write_json
 
         write_json(path, {
-            "format": "mnova-cost-model", "version": FORMAT_VERSION, "features": [*FEATURES, *DERIVED], "ops": list(OPS),
+            "format": "mnova-cost-model", "version": FORMAT_VERSION, "features": [*FEATURES, *DERIVED, *HOST_COLUMNS],
+            "ops": list(OPS), "host_nominal": self.host_nominal,
             "metadata": self.metadata,
             "boosters": {k: base64.b64encode(bytes(b.save_raw("ubj"))).decode() for k, b in self.boosters.items()},
             "roofline": self.roofline,
@@ -395,7 +416,7 @@ class CostModel:
             raise MnovaError(f"{path} is not a cost model file (not JSON)") from None
         if not isinstance(data, dict) or data.get("format") != "mnova-cost-model":
             raise MnovaError(f"{path} is not an mnova cost model")
-        if data.get("version") != FORMAT_VERSION or data.get("features") != [*FEATURES, *DERIVED] or data.get("ops") != list(OPS):
+        if data.get("version") != FORMAT_VERSION or data.get("features") != [*FEATURES, *DERIVED, *HOST_COLUMNS] or data.get("ops") != list(OPS):
             raise MnovaError(f"cost model {path} was saved by another version of mnova-tvm "
                              f"(format {data.get('version')}); retrain it with mnova train-cost-model")
         metadata = data.get("metadata", {})
@@ -407,6 +428,7 @@ class CostModel:
         model.roofline = {kind: [float(c) for c in coefficients] for kind, coefficients in data["roofline"].items()}
         model.links = {name: LinkFit.from_json(fit) for name, fit in data.get("links", {}).items()}
         model.calibration = {k: float(v) for k, v in data.get("calibration", {}).items()}
+        model.host_nominal = data.get("host_nominal", {})
         return model
 
 
@@ -425,15 +447,23 @@ def accuracy(pred: np.ndarray, truth: np.ndarray) -> dict:
             "median_error_percent": 100 * float(np.median(signed))}
 
 
-def evaluate(model: CostModel, rows: Sequence[Mapping], group: Callable[[Mapping], str] | None = None) -> dict:
-    """MAPE, share within ±10% and Spearman rank correlation of predictions on `rows`, and the
-    same for the model's roofline line alone (under "roofline": what the trees add to it); per
-    operator (of OPS, or "other"), how many rows and how many of them within ±10%; the same per
+def host_seconds(rows: Sequence[Mapping]) -> np.ndarray:
+    """(N, len(HOST_COLUMNS)) reference seconds of `rows`, NaN where a row was timed without them."""
+    return np.array([[float(r.get(name, np.nan)) for name in HOST_COLUMNS] for r in rows]).reshape(-1, len(HOST_COLUMNS))
+
+
+def evaluate(model: CostModel, rows: Sequence[Mapping], group: Callable[[Mapping], str] | None = None,
+             host: bool = True) -> dict:
+    """MAPE, share within ±10% and Spearman rank correlation of predictions on `rows` (for the
+    host's state their reference readings give, or with `host` False at the model's nominal one),
+    and the same for the model's roofline line alone (under "roofline": what the trees add to it);
+    per operator (of OPS, or "other"), how many rows and how many of them within ±10%; the same per
     `group(row)` under "by_group" if `group` is given."""
     x = np.array([[float(r[f]) for f in FEATURES] for r in rows])
     truth = np.array([float(r["latency_s"]) for r in rows])
     kinds = [r["device_kind"] for r in rows]
-    predicted = model.predict(x, kinds)  # first: a kind the model lacks is its one-line error
+    # first: a kind the model lacks is its one-line error
+    predicted = model.predict(x, kinds, host_seconds(rows) if host else None)
     line = np.empty(len(rows))
     for kind in set(kinds):
         mask = np.array(kinds) == kind

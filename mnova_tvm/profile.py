@@ -25,7 +25,7 @@ import tvm
 from tvm import relax
 
 from . import cluster as testbed
-from .costmodel import FEATURES, LINK_PROTOCOL, slice_features
+from .costmodel import FEATURES, HOST_COLUMNS, LINK_PROTOCOL, slice_features
 from .errors import MnovaError, ProfilingInterrupted, StaleDataset, last_line
 from .graph import OpGraph, binding_names, dataflow_bindings, from_relax
 from .partition import allowed_dims, op_segment, partition_op, split_size
@@ -36,7 +36,7 @@ FRACTIONS = (0.25, 0.5, 0.75)
 # Sizes a link is timed at: dense where shaped links bend (a token bucket's burst, ~100 KiB).
 LINK_SIZES = (256, 16 * 2**10, 64 * 2**10, 128 * 2**10, 256 * 2**10, 2**20, 4 * 2**20)
 OP_COLUMNS = ("row", "date", "device_kind", "model", "node", "op", "dim", "units", "total_units", *FEATURES,
-              "latency_s", "repeats")  # and "min_repeat_ms", "passes", "statistic" (absent in older rows)
+              "latency_s", "repeats")  # and "min_repeat_ms", "passes", "statistic", HOST_COLUMNS (absent in older rows)
 LINK_COLUMNS = ("row", "date", "device", "device_kind", "kind", "bytes", "seconds")
 
 
@@ -116,8 +116,27 @@ def _part(graph, job: Job):
     return partition_op(graph, job.node, job.dim, [job.units, job.total_units - job.units])
 
 
+# Reference kernels timed right before every reading of a slice, to read the host's speed at that
+# moment: a shared machine's slow spells (Timing) last seconds to hours and slow kernels unevenly.
+# On this 2-core EPYC VM, 12 kernels read in turn for 10 minutes, each run of 7 passes 3 s apart
+# compared with every run 2 minutes or more later: within ±10 % in 71.8 % raw; over the small
+# in-cache matmul's reading 84.5 % (the small kernels 88-100 %), over the streaming relu's 92.1 %
+# (the large ones 99-100 %). Their medians over a slice's passes are kept in its row
+# (HOST_COLUMNS), and the cost model takes them as the host's state (costmodel.HOST_COLUMNS).
+REFERENCES = dict(zip(HOST_COLUMNS, (((64, 64), relax.op.matmul), ((64, 112, 112), relax.op.nn.relu))))
+REFERENCE_SHARE = 3  # a reference runs for a third of a slice's min_repeat_ms
+
+
+def _add_references(bb: relax.BlockBuilder) -> None:
+    for name, (shape, op) in REFERENCES.items():
+        x = relax.Var("x", relax.TensorType(shape, "float32"))
+        with bb.function(name, [x]):
+            bb.emit_func_output(bb.emit(op(x, x) if op is relax.op.matmul else op(x)))
+
+
 def build_profile_module(mod: tvm.IRModule, graph: OpGraph, jobs: Sequence[Job]) -> tvm.IRModule:
-    """Function `p{i}` runs job i's slice (its first output only: tuples do not time over RPC)."""
+    """Function `p{i}` runs job i's slice (its first output only: tuples do not time over RPC);
+    the REFERENCES read the host's speed."""
     func = mod["main"]
     calls = {name: b.value for name, b in zip(binding_names(func), dataflow_bindings(func))}
     builder = _SegmentBuilder(graph, calls, _tensor_names(func))
@@ -128,6 +147,7 @@ def build_profile_module(mod: tvm.IRModule, graph: OpGraph, jobs: Sequence[Job])
                                   output_regions=tuple({k: v for k, v in r.items() if k == seg.outputs[0]}
                                                        for r in seg.output_regions))
         builder.build(bb, seg, 0, f"p{i}")
+    _add_references(bb)
     return relax.transform.Normalize()(bb.get())
 
 
@@ -250,7 +270,8 @@ def _wants_round(latencies: Sequence[float], rounds: int, tiebreak: bool) -> boo
 
 def merge_rounds(rows: Sequence[dict]) -> list[dict]:
     """One row per slice and device kind, the median latency of its rounds ("rounds": how many;
-    "spread": the slowest over the fastest).
+    "spread": the slowest over the fastest), and the median of their reference readings
+    (HOST_COLUMNS) if every round has them.
 
     A round is one `mnova profile` run; `--rounds 2` hours later times every slice again. Within
     a run the passes of a slice are seconds apart (Timing); the host's speed also drifts over
@@ -261,8 +282,11 @@ def merge_rounds(rows: Sequence[dict]) -> list[dict]:
     merged = []
     for group in groups.values():
         latencies = [float(r["latency_s"]) for r in group]
-        merged.append({**group[0], "latency_s": statistics.median(latencies), "rounds": len(group),
-                       "spread": max(latencies) / min(latencies)})
+        host = {name: statistics.median([float(r[name]) for r in group]) for name in HOST_COLUMNS
+                if all(name in r for r in group)}
+        first = {k: v for k, v in group[0].items() if k not in HOST_COLUMNS}
+        merged.append({**first, "latency_s": statistics.median(latencies), "rounds": len(group),
+                       "spread": max(latencies) / min(latencies), **host})
     return merged
 
 
@@ -380,25 +404,31 @@ def _time_slices(session, device: Device, module: tvm.IRModule, lib: Path, index
     The jobs are taken in windows of about WINDOW_S seconds, each window timed in all of
     `timing.passes` passes before the next, so a job's passes are seconds apart (in different
     spells of the machine's speed) and the deadline stops between windows. Each job's arguments
-    and weights are uploaded anew in each pass, so the device holds one job's at a time."""
+    and weights are uploaded anew in each pass, so the device holds one job's at a time. Right
+    before each reading the REFERENCES are read; a row keeps their medians over its passes."""
     kind = device_kind(device)
     dev = session.cpu()
-    readings: dict[int, list[float]] = {}
+    readings: dict[int, list[tuple[float, ...]]] = {}  # per pass: the slice's, then each reference's
     timed: list[dict] = []
+    reference_ms = max(1, timing.min_repeat_ms // REFERENCE_SHARE)
+    reference_args = {name: [tvm.runtime.tensor(np.random.default_rng(0).standard_normal(shape).astype("float32"), dev)]
+                      for name, (shape, _) in REFERENCES.items()}
 
-    def reading(i: int) -> float:
+    def reading(i: int) -> tuple[float, ...]:
         rng = np.random.default_rng(i)
         args = [tvm.runtime.tensor(rng.standard_normal([int(v) for v in p.ty.shape.values]).astype(str(p.ty.dtype)), dev)
                 for p in module[f"p{i}"].params]
         args += [tvm.runtime.tensor(w, dev) for w in weights.get(f"p{i}", ())]
-        return _median_seconds(vm, dev, f"p{i}", args, timing.repeats, timing.min_repeat_ms)
+        host = [_median_seconds(vm, dev, name, reference_args[name], 1, reference_ms) for name in REFERENCES]
+        return (_median_seconds(vm, dev, f"p{i}", args, timing.repeats, timing.min_repeat_ms), *host)
 
     def record(window) -> None:
         rows = [{"row": "op", "date": date, "device_kind": kind, "model": model, "node": job.node,
                  "op": graph.node_by_name[job.node].op, "dim": job.dim, "units": job.units,
                  "total_units": job.total_units, **dict(zip(FEATURES, job_features(graph, job))),
-                 "latency_s": timing.combine(readings[i]), "repeats": timing.repeats,
-                 "min_repeat_ms": timing.min_repeat_ms, "passes": timing.passes, "statistic": timing.statistic}
+                 "latency_s": timing.combine([r[0] for r in readings[i]]), "repeats": timing.repeats,
+                 "min_repeat_ms": timing.min_repeat_ms, "passes": timing.passes, "statistic": timing.statistic,
+                 **{name: statistics.median([r[k] for r in readings[i]]) for k, name in enumerate(REFERENCES, 1)}}
                 for i, job in window if len(readings.get(i, ())) == timing.passes]
         _append(dataset, rows)  # window by window: an interrupted profile resumes after the last
         timed.extend(rows)

@@ -9,7 +9,7 @@ import pytest
 
 from mnova_tvm import cluster as testbed
 from mnova_tvm import frontend
-from mnova_tvm.costmodel import FEATURES, OPS, CostModel, LinkFit, evaluate, fit_link, plan_latency, split_by_shape, train
+from mnova_tvm.costmodel import FEATURES, HOST_COLUMNS, OPS, CostModel, LinkFit, evaluate, fit_link, plan_latency, split_by_shape, train
 from mnova_tvm.errors import MnovaError
 from mnova_tvm.geneflow import GAConfig
 from mnova_tvm.graph import from_relax
@@ -221,6 +221,11 @@ def test_rounds_of_a_slice_merge_to_their_median(rows):
     merged = merge_rounds([one, other_kind, {**one, "latency_s": 5.0}, other_slice, {**one, "latency_s": 2.0}])
     assert [(r["latency_s"], r["rounds"]) for r in merged] == [(2.0, 3), (1.0, 1), (1.0, 1)]
     assert merged[1]["device_kind"] == other_kind["device_kind"] and merged[2]["flops_log"] == other_slice["flops_log"]
+    # the host's reference readings: their median over the rounds, or none if a round lacks them
+    host = dict.fromkeys(HOST_COLUMNS, 1.0)
+    merged = merge_rounds([{**one, **host}, {**one, **dict.fromkeys(HOST_COLUMNS, 4.0)}, {**one, **host, HOST_COLUMNS[0]: 3.0},
+                           {**other_slice, **host}, other_slice])
+    assert [[r.get(name) for name in HOST_COLUMNS] for r in merged] == [[3.0, 1.0], [None, None]]
 
 
 @pytest.mark.parametrize("latencies, rounds, tiebreak, wanted", [
@@ -344,22 +349,30 @@ def test_profile_over_rpc_then_train(tmp_path, monkeypatch):
         # passes: a window of slices (one here: the readings are instant) timed in every pass before
         # the next window, the median kept; a window per slice when the first pass has no time to spare
         two = jobs_for(graph)[:2]
-        for window_s, latencies in ((60.0, [4.0, 2.0]), (0.0, [3.0, 4.0])):
+        # each reading right after one of each reference kernel, whose medians the row keeps
+        for window_s, latencies, hosts in ((60.0, [4.0, 2.0], [(40.0, 400.0), (20.0, 200.0)]),
+                                           (0.0, [3.0, 4.0], [(30.0, 300.0), (40.0, 400.0)])):
             readings = iter([3.0, 2.0, 5.0, 1.0, 4.0, 6.0])
+            references = {name: iter([scale * v for v in (3.0, 2.0, 5.0, 1.0, 4.0, 6.0)])
+                          for name, scale in zip(HOST_COLUMNS, (10.0, 100.0))}
             called = []
             dataset_passes = tmp_path / f"passes-{window_s:g}.jsonl"
             with monkeypatch.context() as patched:
                 patched.setattr("mnova_tvm.profile.CHUNK_BYTES", 2**40)  # both in one library
                 patched.setattr("mnova_tvm.profile.WINDOW_S", window_s)
                 patched.setattr("mnova_tvm.profile._median_seconds",
-                                lambda vm, dev, fname, args, repeat, ms: called.append((fname, repeat, ms)) or next(readings))
+                                lambda vm, dev, fname, args, repeat, ms: called.append((fname, repeat, ms))
+                                or next(references[fname] if fname in references else readings))
                 profile_devices(state, cluster.devices[:1], prepare(mod), graph, "edge", dataset_passes,
-                                tmp_path, Timing(4, 1, passes=3), jobs=two, log=lambda *_: None)
+                                tmp_path, Timing(4, 6, passes=3), jobs=two, log=lambda *_: None)
             timed = {(r["node"], r["dim"], r["units"]): r for r in read_dataset(dataset_passes)[0]}
             assert [timed[(j.node, j.dim, j.units)]["latency_s"] for j in two] == latencies
-            assert [f for f, _, _ in called] == (["p0", "p1"] * 3 if window_s else ["p0"] * 3 + ["p1"] * 3)
+            assert [tuple(timed[(j.node, j.dim, j.units)][name] for name in HOST_COLUMNS) for j in two] == hosts
+            order = ["p0", "p1"] * 3 if window_s else ["p0"] * 3 + ["p1"] * 3
+            assert [f for f, _, _ in called] == [f for p in order for f in (*HOST_COLUMNS, p)]
             assert {(r["passes"], r["statistic"]) for r in timed.values()} == {(3, "median")}
-            assert {(repeat, ms) for _, repeat, ms in called} == {(4, 1)}
+            assert {(repeat, ms) for f, repeat, ms in called if f.startswith("p")} == {(4, 6)}
+            assert {(repeat, ms) for f, repeat, ms in called if f in HOST_COLUMNS} == {(1, 2)}
         # rounds: a run asked for two times each slice once more; the next finds two of each
         with monkeypatch.context() as patched:
             patched.setattr("mnova_tvm.profile.CHUNK_BYTES", 2**40)
@@ -754,3 +767,32 @@ def test_score_cost_model_reports_drift_and_rounds_and_ignores_calibration(model
         assert main(["score-cost-model", *argv, "--out", str(tmp_path / "bad.md")]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad.md").exists()
+
+
+def test_the_host_state_read_by_reference_kernels_explains_its_slow_spells(rows):
+    """Slices timed in spells of a shared host that slow small slices as the in-cache reference
+    and large ones as the streaming one: given those readings the model predicts the spells, and
+    without them it predicts the slices at the host's median state."""
+    rng = np.random.default_rng(0)
+    base = [r for r in rows if r["device_kind"] == "host@1cpu"]
+    small = np.median([r["out_bytes_log"] for r in base])
+    spelled = []
+    for r in base:
+        for _ in range(3):  # each slice timed in three spells
+            compute, memory = np.exp2(rng.uniform(-0.5, 0.5, 2))
+            spelled.append({**r, "latency_s": r["latency_s"] * (compute if r["out_bytes_log"] < small else memory),
+                            "host_compute_s": 1e-4 * compute, "host_memory_s": 1e-3 * memory, "base_s": r["latency_s"]})
+    train_rows, test_rows = split_by_shape(spelled, 0.25, seed=1)
+    model = CostModel().fit(train_rows)
+    np.testing.assert_allclose(model.host_nominal["host@1cpu"], [1e-4, 1e-3], rtol=0.05)
+    told, untold = evaluate(model, test_rows), evaluate(model, test_rows, host=False)
+    assert told["within_10_percent"] > 0.8 and told["within_10_percent"] > untold["within_10_percent"] + 0.3
+    x = np.array([[r[f] for f in FEATURES] for r in test_rows])
+    at_median = model.predict(x, ["host@1cpu"] * len(x)) / np.array([r["base_s"] for r in test_rows])
+    assert np.mean(np.abs(at_median - 1) <= 0.1) > 0.8
+    # a model fitted on rows timed without references has no host state and ignores one given
+    plain = CostModel(n_estimators=50).fit(base)
+    assert plain.host_nominal["host@1cpu"] == [None, None]
+    xb = np.array([[r[f] for f in FEATURES] for r in base])
+    np.testing.assert_array_equal(plain.predict(xb, ["host@1cpu"] * len(xb), np.full((len(xb), 2), 5.0)),
+                                  plain.predict(xb, ["host@1cpu"] * len(xb)))
