@@ -553,6 +553,19 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
                              "XGBoost, slices whose rounds agree within ±10 %", "XGBoost, slices whose rounds disagree"}
         agree, disagree = held["XGBoost, slices whose rounds agree within ±10 %"], held["XGBoost, slices whose rounds disagree"]
         assert abs(agree + disagree - held["XGBoost over the roofline line"]) <= 2 and abs(agree - disagree) < agree / 2
+    # every other slice timed in a spell 1.4x slower, which the in-cache reference read: the slices timed
+    # with the references, predicted for the state they read and at the median state, side by side
+    _dataset([dict(r, latency_s=r["latency_s"] * (1.4 if i % 2 else 1.0), host_compute_s=1.4e-4 if i % 2 else 1e-4,
+                   host_memory_s=1e-3) for i, r in enumerate(rows)], tmp_path / "d3.jsonl")
+    assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d3.jsonl"), "--splits", "2", "--out", str(out)]) == 0
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
+             if line.startswith("| host@") and line.count("|") == 9]
+    for kind in SPEED:
+        rows_of = {cells[4]: cells for cells in table if cells[0] == kind}
+        told = rows_of["XGBoost, slices timed with the reference kernels"]
+        untold = rows_of["the same slices, the host at its median state"]
+        assert told[3] == untold[3] == rows_of["XGBoost over the roofline line"][3]  # every slice has the readings
+        assert float(told[6]) > float(untold[6]) + 20
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--remeasure", "-1",
                  "--out", str(tmp_path / "x.md")]) == 2
     assert "--remeasure at least 0" in capsys.readouterr().err and not (tmp_path / "x.md").exists()

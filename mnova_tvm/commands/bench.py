@@ -461,6 +461,9 @@ def _mean_metrics(runs: list[dict]) -> dict:
 _PREDICTORS = ("XGBoost over the roofline line", "roofline line alone")
 _STABILITY = {"XGBoost, slices whose rounds agree within ±10 %": True,
               "XGBoost, slices whose rounds disagree": False}
+# Slices timed with the reference kernels (profile.REFERENCES), predicted for the host's state they
+# read and at its median state: how much of the error is the host's spells.
+_HOST_STATE = ("XGBoost, slices timed with the reference kernels", "the same slices, the host at its median state")
 
 
 # Shares of each split's training shapes the held-out model is also fitted on (the test shapes
@@ -485,13 +488,13 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
     split's training shapes, then all of them."""
     from collections import defaultdict
 
-    from ..costmodel import CostModel, evaluate, shape_keys, split_by_shape
+    from ..costmodel import HOST_COLUMNS, CostModel, evaluate, shape_keys, split_by_shape
     from ..profile import ROUNDS_AGREE
 
     table, operators, sources, curves = [], [], [], {}
     for kind in sorted({r["device_kind"] for r in rows}):
         kind_rows = [r for r in rows if r["device_kind"] == kind]
-        runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY)}
+        runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY, *_HOST_STATE)}
         held: dict[str, int] = dict.fromkeys(runs, 0)
         curve: dict[float, list[tuple[int, float]]] = {f: [] for f in (*CURVE_FRACTIONS, 1.0)}
         by_op: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # operator -> held-out rows, within ±10 %
@@ -516,6 +519,10 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
                 subset = [r for r in test_rows if r.get("rounds", 1) > 1 and (r["spread"] <= 1 + ROUNDS_AGREE) == agree]
                 if len(subset) > 1:
                     subsets[label] = (evaluate(model, subset), subset)
+            timed_with_references = [r for r in test_rows if all(name in r for name in HOST_COLUMNS)]
+            if len(timed_with_references) > 1:
+                for label, host in zip(_HOST_STATE, (True, False)):
+                    subsets[label] = (evaluate(model, timed_with_references, host=host), timed_with_references)
             for label, (m, subset) in subsets.items():
                 runs[label].append(m)
                 held[label] += len(subset)
