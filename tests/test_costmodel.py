@@ -517,6 +517,7 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
     table, curve = [c for c in cells if len(c) == 8], [c for c in cells if len(c) == 4 and c[1].isdigit() and c not in rate]
     per_source = [c for c in cells if len(c) == 4 and c[1] == "other models"]  # "edge" is not the zoo's nor a sweep
     per_op = [c for c in cells if len(c) == 4 and not c[1].isdigit() and c not in per_source]
+    per_latency = [c for c in cells if len(c) == 5]
     # per operator (by op_code): the held-out rows of each kind, split among its operators
     assert per_op and {c[1] for c in per_op} <= {OPS[int(r["op_code"])] for r in rows}
     for kind in SPEED:
@@ -525,6 +526,11 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
         assert held - len(ops) < sum(n for n, _ in ops) <= held
         assert sum(n * share for n, share in ops) / sum(n for n, _ in ops) == pytest.approx(within, abs=1.0)
         assert [(int(c[2]), float(c[3])) for c in per_source if c[0] == kind] == [(held, pytest.approx(within, abs=0.1))]
+        # by latency: the held-out rows again (a band with under one slice per split left out); the rounds are the
+        # edge CNN's repeated shapes, timed alike
+        bands = [c for c in per_latency if c[0] == kind]
+        assert bands and held - 2 * len(bands) <= sum(int(c[2]) for c in bands) <= held
+        assert {c[4] for c in bands} <= {"-", "100.0"}
     assert sorted({r[0] for r in table}) == sorted(SPEED) and len(table) == 2 * len(SPEED)
     # batched predict: every slice of each kind (rounds merged), predicted at some positive rate
     slices = merge_rounds(read_dataset(tmp_path / "d.jsonl")[0])
@@ -553,6 +559,11 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
                              "XGBoost, slices whose rounds agree within ±10 %", "XGBoost, slices whose rounds disagree"}
         agree, disagree = held["XGBoost, slices whose rounds agree within ±10 %"], held["XGBoost, slices whose rounds disagree"]
         assert abs(agree + disagree - held["XGBoost over the roofline line"]) <= 2 and abs(agree - disagree) < agree / 2
+    bands = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
+             if line.startswith("| host@") and line.count("|") == 6]
+    assert {c[0] for c in bands} == set(SPEED)
+    agreeing = [float(c[4]) for c in bands]  # every other slice's second round within 2 %, the rest 1.5x apart
+    assert all(0 <= a <= 100 for a in agreeing) and 35 < sum(agreeing) / len(agreeing) < 65, bands
     # every other slice timed in a spell 1.4x slower, which the in-cache reference read: the slices timed
     # with the references, predicted for the state they read and at the median state, side by side
     _dataset([dict(r, latency_s=r["latency_s"] * (1.4 if i % 2 else 1.0), host_compute_s=1.4e-4 if i % 2 else 1e-4,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -479,19 +480,32 @@ def _source(model: str) -> str:
     return "zoo models" if model in zoo.MODELS else _SOURCES.get(zoo.sweep_kind(model), "other models")
 
 
-def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list], list[list], list[list], dict]:
+def _latency_band(row) -> float:
+    """The half decade of seconds a slice's latency falls in (its lower end's log10)."""
+    return math.floor(2 * math.log10(float(row["latency_s"]))) / 2
+
+
+def _seconds_text(seconds: float) -> str:
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds / 1e-9:.3g} ns"
+
+
+def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list], list[list], list[list], list[list], dict]:
     """Per device kind: the cost model and its roofline line alone on held-out operator shapes,
     averaged over `splits` seeded splits; for slices profiled in several rounds, the model apart
     on those whose rounds agreed and those whose did not (a slice the host times unsteadily).
     Also the model's share within ±10 % per operator and per source of the slices (_source), and
     the learning curve: (training shapes, share within ±10 %) fitted on CURVE_FRACTIONS of each
-    split's training shapes, then all of them."""
+    split's training shapes, then all of them. And per half decade of latency, the model's share
+    beside how often the rounds of those slices agree: a second run of the profiler as a predictor."""
     from collections import defaultdict
 
     from ..costmodel import HOST_COLUMNS, CostModel, evaluate, shape_keys, split_by_shape
     from ..profile import ROUNDS_AGREE
 
-    table, operators, sources, curves = [], [], [], {}
+    table, operators, sources, latencies, curves = [], [], [], [], {}
     for kind in sorted({r["device_kind"] for r in rows}):
         kind_rows = [r for r in rows if r["device_kind"] == kind]
         runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY, *_HOST_STATE)}
@@ -499,13 +513,15 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
         curve: dict[float, list[tuple[int, float]]] = {f: [] for f in (*CURVE_FRACTIONS, 1.0)}
         by_op: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # operator -> held-out rows, within ±10 %
         by_source: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        by_latency: dict[float, list[int]] = defaultdict(lambda: [0, 0])
         for seed in range(splits):
             train_rows, test_rows = split_by_shape(kind_rows, test_fraction, seed)
             if not train_rows or not test_rows:
                 continue
             model = CostModel().fit(train_rows)
             metrics = evaluate(model, test_rows, group=lambda row: _source(row["model"]))
-            for counts, groups in ((by_op, metrics["by_operator"]), (by_source, metrics["by_group"])):
+            banded = evaluate(model, test_rows, group=_latency_band)["by_group"]
+            for counts, groups in ((by_op, metrics["by_operator"]), (by_source, metrics["by_group"]), (by_latency, banded)):
                 for name, (count, within) in groups.items():
                     counts[name][0] += count
                     counts[name][1] += within
@@ -538,12 +554,20 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
                       for op, (count, within) in sorted(by_op.items(), key=lambda item: -item[1][0])]
         sources += [[kind, source, count // len(runs[_PREDICTORS[0]]), f"{100 * within / count:.1f}"]
                     for source, (count, within) in sorted(by_source.items())]
+        rounds_agree: dict[float, list[bool]] = defaultdict(list)
+        for row in kind_rows:
+            if row.get("rounds", 1) > 1:
+                rounds_agree[_latency_band(row)].append(row["spread"] <= 1 + ROUNDS_AGREE)
+        latencies += [[kind, f"{_seconds_text(10 ** band)} – {_seconds_text(10 ** (band + 0.5))}",
+                       count // len(runs[_PREDICTORS[0]]), f"{100 * within / count:.1f}",
+                       f"{100 * sum(rounds_agree[band]) / len(rounds_agree[band]):.1f}" if rounds_agree[band] else "-"]
+                      for band, (count, within) in sorted(by_latency.items()) if count >= len(runs[_PREDICTORS[0]])]
         curves[kind] = [(sum(n for n, _ in points) / len(points), sum(s for _, s in points) / len(points))
                         for points in curve.values() if points]
         ours = _mean_metrics(runs[_PREDICTORS[0]])
         print(f"{kind}: held-out within ±10 % {100 * ours['within_10_percent']:.1f} %, Spearman {ours['spearman']:.3f}",
               file=sys.stderr, flush=True)
-    return table, operators, sources, curves
+    return table, operators, sources, latencies, curves
 
 
 def _curve_table(curves: dict[str, list[tuple]]) -> list[list]:
@@ -692,7 +716,7 @@ def run_costmodel(args) -> int:
         raise MnovaError(f"dataset {dataset} has no operator rows: run mnova profile first")
     if args.splits < 1 or not 0 < args.test_fraction < 1 or args.remeasure < 0:
         raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
-    operator_table, per_operator, per_source, curves = _operator_rows(rows, args.splits, args.test_fraction)
+    operator_table, per_operator, per_source, per_latency, curves = _operator_rows(rows, args.splits, args.test_fraction)
     predict_rate = _predict_rate(rows)
     curve_png = Path(args.out).with_name(Path(args.out).stem + "-curve.png")
     plot_learning_curve(curves, curve_png, f"{dataset.name}: held-out operator shapes")
@@ -727,7 +751,14 @@ their slices) are left out of training; the table gives the mean over the splits
 Where each held-out slice was profiled (the first model profiled with its shape): the zoo's models, or a sweep
 of shapes made for profiling.
 
-""" + markdown_table(["device kind", "source", "held out per split", "within ±10 % (%)"], per_source) + f"""
+""" + markdown_table(["device kind", "source", "held out per split", "within ±10 % (%)"], per_source) + """
+### By latency
+
+The held-out slices by their measured latency, and of all the dataset's slices of that latency timed in two rounds
+or more, the share whose rounds agree within ±10 %: how well a second run of the profiler predicts the first.
+
+""" + markdown_table(["device kind", "latency", "held out per split", "within ±10 % (%)", "rounds agree within ±10 % (%)"],
+                     per_latency) + f"""
 ### By the operator shapes trained on
 
 The same splits, the model fitted on {", ".join(f"{100 * f:.0f}" for f in CURVE_FRACTIONS)} % of each split's training
