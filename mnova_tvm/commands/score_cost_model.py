@@ -27,7 +27,8 @@ def register(sub) -> None:
                     "model MODEL and report, per device kind and per operator, the MAPE, the share within ±10 %%, "
                     "the Spearman rank correlation and the median signed error (a shift of the board's speed since "
                     "the model's dataset was timed). Slices are predicted as profiled, without the model's "
-                    "whole-model calibration.")
+                    "whole-model calibration, and for the host's state their reference readings give if they "
+                    "have them (mnova profile).")
     parser.add_argument("model", help="cost model file written by mnova train-cost-model")
     parser.add_argument("dataset", help="JSON Lines dataset written by mnova profile")
     parser.add_argument("--out", default=None, help="also write the tables to this Markdown results file")
