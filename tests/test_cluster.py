@@ -61,6 +61,9 @@ def test_remote_run_and_clean_down(tmp_path, emulate):
             np.testing.assert_allclose(out, frontend.run(mod, [x])[0], rtol=1e-5, atol=1e-6)
         if emulate:
             assert testbed.device_peak_memory(state, cluster.devices[0].name) > 0
+            # a quota as large as the board's cores would only throttle (testbed.CPU_PERIOD_US): none
+            quotas = {d.name: int(open(f"/sys/fs/cgroup/cpu/{d.cgroup}/cpu.cfs_quota_us").read()) for d in state.devices}
+            assert quotas == {"a": -1, "b": testbed.CPU_PERIOD_US // 2}, quotas
         # a device that dies is named in a clear error, quickly
         victim = state.devices[1]
         testbed._kill_group(victim.pid)
