@@ -36,10 +36,10 @@ RUNTIME_ALLOWANCE_BYTES = 400 * 2**20
 # a 15 ms inference under 0.35 CPU ran at full speed and then waited out the rest of the period
 # (measured 70 ms where 15 / 0.35 = 43 ms), and the operators profiled one by one never waited.
 # A device whose quota is as many cores as its board's kernels use gets none: the quota could not
-# slow it, yet CFS throttled a single-threaded process under one CPU's quota in 43 % of the periods
-# (runtime is handed to each core in slices, and a thread that moves finds none on the other).
-# Kernels timed in turn, in and out of such a cgroup: 14-18 % slower in it, and two successive 10 ms
-# readings within 5 % of each other in 23-37 % of cases against 65-79 % outside.
+# slow it, yet CFS throttles it (runtime is handed to each core in slices; a thread that moves finds
+# none on the other). Five kernels timed over RPC on an emulated host device, its one-CPU quota
+# switched on and off in turn for 4 minutes: throttled in 33 % of the periods, medians 1-5 % slower,
+# two successive 10 ms readings within 5 % of each other in 49-89 % of cases against 53-91 % without.
 CPU_PERIOD_US = 10_000
 START_TIMEOUT_S = 60.0
 
