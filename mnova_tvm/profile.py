@@ -122,11 +122,11 @@ def _part(graph, job: Job):
 # compared with every run 2 minutes or more later: within ±10 % in 71.8 % raw; over the small
 # in-cache matmul's reading 84.5 % (the small kernels 88-100 %), over the streaming relu's 92.1 %
 # (the large ones 99-100 %). Profiled slices gain less: 1,854 slices timed in two runs 35 minutes
-# apart agreed in 66.3 % raw and 71.4 % over the matmul's readings (most of what differs between
-# runs is not the host's speed as these kernels read it; not the buffers' addresses either: 8
-# allocations of one kernel's buffers timed in turn ran within 2 % of each other). Their medians
-# over a slice's passes are kept in its row (HOST_COLUMNS), and the cost model takes them as the
-# host's state (costmodel.HOST_COLUMNS).
+# apart agreed in 66.3 % raw and 71.4 % over the matmul's readings, and 69.8 and 78.1 % once the
+# device ran without the CFS quota that throttled it (cluster.CPU_PERIOD_US; not side by side).
+# Not the buffers' addresses: 8 allocations of one kernel's buffers timed in turn ran within 2 %
+# of each other. Their medians over a slice's passes are kept in its row (HOST_COLUMNS), and the
+# cost model takes them as the host's state (costmodel.HOST_COLUMNS).
 REFERENCES = dict(zip(HOST_COLUMNS, (((64, 64), lambda x: relax.op.matmul(x, x)), ((64, 112, 112), relax.op.nn.relu))))
 REFERENCE_SHARE = 3  # a reference runs for a third of a slice's min_repeat_ms
 
