@@ -516,10 +516,17 @@ def _branch(net: _Net, x: str, low: int, high: int) -> str:
         return net.conv_bn(x, width, k, 2, pad=pad, groups=c if kind == "depthwise" else 1,
                            act=rng.choice(["relu", "relu6", None]))
     if kind in ("maxpool", "avgpool"):
-        k, stride = int(rng.choice([2, 3, 5])), int(rng.integers(1, 3))
-        pad = int(rng.integers(0, 2)) * (k // 2) if size > k else k // 2
-        return (net.maxpool if kind == "maxpool" else net.avgpool)(x, k, stride, pad, ceil=bool(rng.integers(0, 2)))
+        return _pool_branch(net, x, kind)
     return net.concat([net.conv(x, _sweep_width(rng, max(4, low // 2), max(8, high // 4)), 1) for _ in range(rng.integers(3, 9))])
+
+
+def _pool_branch(net: _Net, x: str, kind: str) -> str:
+    """A max or average pool (`kind`) of `x`: kernel 2, 3 or 5, stride 1 or 2, padded or not,
+    ceil mode or not."""
+    rng, size = net.rng, net.shapes[x][2]
+    k, stride = int(rng.choice([2, 3, 5])), int(rng.integers(1, 3))
+    pad = int(rng.integers(0, 2)) * (k // 2) if size > k else k // 2
+    return (net.maxpool if kind == "maxpool" else net.avgpool)(x, k, stride, pad, ceil=bool(rng.integers(0, 2)))
 
 
 def branch_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
@@ -540,15 +547,35 @@ def branch_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
     return net.finish(logits, f"branches{blocks}" + (f"-seed{seed}" if seed else ""))
 
 
+def pool_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
+    """`blocks` max and average pools (zoo.branch_sweep's kinds) off a random CNN trunk over the
+    five resolutions of a 224x224 input, each of a 1x1 conv of its own random width and followed
+    by a global average pool; the pooled vectors are concatenated into one classifier. Pools and
+    means are the operators the cost model misses most (a branch sweep holds about one shape per
+    pool configuration): this gives them four times the shapes per slice profiled."""
+    if blocks < len(_SWEEP_STAGES):
+        raise MnovaError(f"a pool sweep needs at least {len(_SWEEP_STAGES)} blocks (one per resolution), got {blocks}")
+    net = _Net(224, seed)
+    x, pooled = "input", []
+    for stage, (_size, low, high) in enumerate(_SWEEP_STAGES):
+        x = net.conv_bn(_downsample(net, x, low, high), _sweep_width(net.rng, low, high), 1)
+        count = blocks // len(_SWEEP_STAGES) + (stage < blocks % len(_SWEEP_STAGES))
+        pooled.append(net.concat([net.gap(_pool_branch(net, net.conv(x, _sweep_width(net.rng, low, high), 1),
+                                                       str(net.rng.choice(["maxpool", "avgpool"]))))
+                                  for _ in range(count)]))
+    return net.finish(net.linear(net.flatten(net.concat(pooled)), int(net.rng.integers(100, 1500))),
+                      f"pools{blocks}" + (f"-seed{seed}" if seed else ""))
+
+
 # The sweeps by kind (mnova profile --sweep-kind), and the kind their model names begin with.
-SWEEPS = {"blocks": shape_sweep, "branches": branch_sweep}
-_SWEEP_NAME = re.compile(r"(sweep|branches)(\d+)(?:-seed(\d+))?")
-_SWEEP_PREFIXES = {"sweep": "blocks", "branches": "branches"}
+SWEEPS = {"blocks": shape_sweep, "branches": branch_sweep, "pools": pool_sweep}
+_SWEEP_NAME = re.compile(r"(sweep|branches|pools)(\d+)(?:-seed(\d+))?")
+_SWEEP_PREFIXES = {"sweep": "blocks", "branches": "branches", "pools": "pools"}
 
 
 def sweep_kind(name: str) -> str | None:
     """"blocks" for a shape_sweep's model name (sweep40-seed3), "branches" for a branch_sweep's
-    (branches40-seed1), None for any other name."""
+    (branches40-seed1), "pools" for a pool_sweep's (pools40-seed1), None for any other name."""
     match = _SWEEP_NAME.fullmatch(name)
     return _SWEEP_PREFIXES[match[1]] if match else None
 

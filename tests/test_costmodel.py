@@ -581,8 +581,9 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
                  "--out", str(tmp_path / "x.md")]) == 2
     assert "--remeasure at least 0" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
     assert _remeasured_rows(None, None, rows, {}, tmp_path, 0) == []  # --remeasure 0: nothing timed again
-    assert [_source(m) for m in ("resnet18", "sweep40-seed3", "branches40-seed1", "edge")] == [
-        "zoo models", "block sweeps (--sweep)", "branch sweeps (--sweep-kind branches)", "other models"]
+    assert [_source(m) for m in ("resnet18", "sweep40-seed3", "branches40-seed1", "pools40-seed2", "edge")] == [
+        "zoo models", "block sweeps (--sweep)", "branch sweeps (--sweep-kind branches)",
+        "pool sweeps (--sweep-kind pools)", "other models"]
     (tmp_path / "empty.jsonl").write_text("")
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "x.md")]) == 2
     assert "no operator rows" in capsys.readouterr().err and not (tmp_path / "x.md").exists()

@@ -113,3 +113,25 @@ def test_branch_sweep_has_the_operators_a_cnn_has_few_of():
     assert max(len(n.inputs) for n in graph.nodes if n.op == "relax.concat") >= 3
     with pytest.raises(MnovaError, match="at least 5 blocks"):
         zoo.branch_sweep(4)
+
+
+def test_pool_sweep_is_mostly_pools_and_their_means():
+    """The pool sweep: a valid ONNX model, the same for one seed and found by name, whose every
+    block is a max or average pool of a 1x1 conv, of several kernels, strides and paddings, each
+    followed by a global mean; one classifier for all of them."""
+    from mnova_tvm.frontend import load_model
+    from mnova_tvm.graph import from_relax
+
+    sweep = zoo.pool_sweep(20, seed=3)
+    onnx.checker.check_model(sweep)
+    assert sweep.SerializeToString() == zoo.sweep_named("pools20-seed3").SerializeToString()
+    assert zoo.sweep_kind("pools20-seed3") == "pools"
+    graph = from_relax(load_model(zoo.pool_sweep(40, seed=1)))
+    ops = [n.op for n in graph.nodes]
+    pools = [n for n in graph.nodes if n.op in ("relax.nn.max_pool2d", "relax.nn.avg_pool2d")]
+    assert len(pools) == ops.count("relax.mean") == 40 and ops.count("relax.matmul") == 1
+    assert all(graph.node_by_name[graph.producer[n.inputs[0]]].op == "relax.nn.conv2d" for n in pools)
+    assert len({n.op for n in pools}) == 2 and len({n.attrs["kernel"] for n in pools}) == 3
+    assert len({n.attrs["strides"] for n in pools}) == 2 and len({n.attrs["padding"] for n in pools}) >= 2
+    with pytest.raises(MnovaError, match="at least 5 blocks"):
+        zoo.pool_sweep(4)

@@ -472,7 +472,8 @@ _HOST_STATE = ("XGBoost, slices timed with the reference kernels", "the same sli
 CURVE_FRACTIONS = (0.25, 0.5, 0.75)
 
 
-_SOURCES = {"blocks": "block sweeps (--sweep)", "branches": "branch sweeps (--sweep-kind branches)"}
+_SOURCES = {"blocks": "block sweeps (--sweep)", "branches": "branch sweeps (--sweep-kind branches)",
+            "pools": "pool sweeps (--sweep-kind pools)"}
 
 
 def _source(model: str) -> str:

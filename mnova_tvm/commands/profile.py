@@ -32,7 +32,8 @@ def register(sub) -> None:
     parser.add_argument("--sweep-kind", choices=tuple(SWEEPS), default="blocks",
                         help="blocks: a CNN of random blocks (zoo.shape_sweep); branches: side branches of the operators "
                              "a CNN has few of, strided convs, pools, global means, classifiers, many-input concatenations "
-                             "(zoo.branch_sweep) (default blocks)")
+                             "(zoo.branch_sweep); pools: max and average pools of every kind, each with its global mean "
+                             "(zoo.pool_sweep) (default blocks)")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="time again each slice the dataset holds fewer than N timings of, once per run: rerun "
                              "hours apart for N rounds; the cost model takes each slice's median (default 1)")
