@@ -31,7 +31,7 @@ from .errors import MnovaError
 from .graph import Node, OpGraph
 from .partition import Plan, Segment, region_bytes, region_shape, segments, sliced_weight_bytes
 
-FORMAT_VERSION = 10
+FORMAT_VERSION = 11
 # How link rows were timed (profile.profile_links): each device alone, then all devices at once, as
 # the runtime moves data; each row says how many devices were active ("active").
 LINK_PROTOCOL = "by-active-devices"
@@ -49,9 +49,13 @@ DIM_CODE = {"none": 0, "height": 1, "channel": 2}
 # Vector widths (float32 lanes) whose kernels the derived columns describe: NEON and SSE, AVX2, AVX-512.
 SCHEDULE_LANES = (4, 8, 16)
 # Columns derived from FEATURES, not stored in datasets: the kernel the default schedules give the
-# slice under each vector width (kernels.conv_tiling for a convolution; whether the flat loop of an
-# elementwise slice, over all its elements or over each channel's map, takes whole unrolled vector
-# steps). Shapes held out, 11 zoo models and a sweep: 66.9 % -> 75.0 % of slices within ±10 % with them.
+# slice under each vector width (kernels.conv_tiling for a convolution, kernels.matmul_tiling for a
+# matmul; whether the flat loop of an elementwise slice, over all its elements or over each
+# channel's map, takes whole unrolled vector steps). Shapes held out, 11 zoo models and a sweep:
+# 66.9 % -> 75.0 % of slices within ±10 % with them. A matmul's tile came later: its vector spans
+# up to four vectors of its outputs when they are a multiple of them, else their largest divisor up
+# to one vector, so a classifier's 0.36 MB of weights streamed at 10 GB/s 2 lanes wide and another's
+# 0.35 MB at 89 GB/s 32 wide (held-out matmuls of the unthrottled dataset: 38.7 -> 73.8 % within ±10 %).
 # Then two columns of the slice's input, whatever the vector width: its elements per row of the first
 # input (the row length of a conv's or pool's input, which a height slice's features lack; more for
 # an operator with a second input, less for a broadcast one), and whether a conv or pool reads
@@ -136,7 +140,7 @@ def _broadcast(graph: OpGraph, node: Node, out_shape) -> int:
 
 def model_inputs(features: np.ndarray) -> np.ndarray:
     """FEATURES columns followed by the DERIVED ones."""
-    from .kernels import conv_tiling
+    from .kernels import conv_tiling, matmul_tiling
 
     features = np.asarray(features, dtype=float).reshape(-1, len(FEATURES))
     col = {name: features[:, i] for i, name in enumerate(FEATURES)}
@@ -145,11 +149,19 @@ def model_inputs(features: np.ndarray) -> np.ndarray:
     shapes = features[conv][:, [FEATURES.index(name) for name in
                                 ("out_c", "out_h", "out_w", "in_c", "in_h", "kernel", "stride", "depthwise")]]
     distinct, which = np.unique(shapes, axis=0, return_inverse=True)  # a GA asks for the same slices again and again
+    matmul = col["op_code"] == OPS.index("relax.matmul")
+    # a matmul's rows: its FLOPs over 2 x columns (out_c) x reduction (in_c)
+    products = np.column_stack([np.round(_unlog(col["flops_log"]) / np.maximum(2 * col["out_c"] * col["in_c"], 1)),
+                                col["out_c"]])[matmul]
+    distinct_products, which_product = np.unique(products, axis=0, return_inverse=True)
     derived = []
     for lanes in SCHEDULE_LANES:
         tiles = np.zeros((len(features), 4))
         if len(distinct):
             tiles[conv] = np.array([conv_tiling(*map(int, shape[:7]), bool(shape[7]), lanes) for shape in distinct])[which.ravel()]
+        if len(distinct_products):
+            tiles[matmul] = np.array([matmul_tiling(max(1, int(rows)), int(cols), lanes)
+                                      for rows, cols in distinct_products])[which_product.ravel()]
         derived += [tiles, ((col["out_c"] * maps) % (4 * lanes) == 0)[:, None], (maps % (4 * lanes) == 0)[:, None]]
     inputs = _input_columns(col)
     return np.hstack([features, *derived, inputs, _partial_sums_columns(col, inputs[:, 0]), _remainder_columns(col)])

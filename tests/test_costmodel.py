@@ -472,6 +472,28 @@ def test_partial_sums_column_follows_the_mean_kernel_rule(size):
     assert means > 0 and (sums == {0} if size == 35 else 0 not in sums)
 
 
+def test_matmul_tile_columns_follow_the_matmul_rule(graph):
+    """Each matmul slice the profiler times is described by the tile kernels.matmul_tiling gives
+    its rows and its columns (the slice's share of the outputs), at each vector width; convs keep
+    conv_tiling's."""
+    from mnova_tvm.costmodel import DERIVED, SCHEDULE_LANES, model_inputs
+    from mnova_tvm.kernels import matmul_tiling
+
+    widths = set()
+    for job in jobs_for(graph, fractions=(0.1, 0.25, 0.4, 0.5, 0.6, 0.75, 0.9)):
+        node = graph.node_by_name[job.node]
+        if node.op != "relax.matmul":
+            continue
+        rows, cols = graph.tensors[node.outputs[0]].shape
+        cols = job.units if job.dim == "channel" else cols
+        rows = job.units if job.dim == "height" else rows
+        columns = dict(zip(DERIVED, model_inputs(job_features(graph, job))[0, len(FEATURES):]))
+        for lanes in SCHEDULE_LANES:
+            tile = [columns[f"{name}_{lanes}"] for name in ("channel_vectors", "vector_tile", "register_rows", "lane_fill")]
+            assert tile == pytest.approx(matmul_tiling(rows, cols, lanes)), (job, lanes)
+            widths.add(tile[1])
+    assert len(widths) >= 3  # slices of several widths, not one default
+
 def test_remainder_columns_follow_the_flat_loop(graph):
     """For every add and relu slice the profiler times, flat_run is the elements of each channel's
     map when a per-channel bias is added, else all the slice's elements, and the rest columns are

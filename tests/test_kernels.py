@@ -393,3 +393,27 @@ def test_conv_tiling_is_the_schedule_the_rule_gives(mcpu, c, f, hw, k, stride, g
     assert vector_line.startswith("for ff_" if channels else "for xx_")
     assert f"T.vectorized(T.int64({vector_tile}))" in vector_line
     assert rows == register_rows and 0 < fill <= 1
+
+
+@pytest.mark.parametrize("mcpu", ["skylake-avx512", "haswell"])
+@pytest.mark.parametrize("rows, k, cols", [(1, 144, 417), (1, 144, 608), (1, 512, 1000), (1, 64, 752), (3, 32, 96)])
+def test_matmul_tiling_is_the_schedule_the_rule_gives(mcpu, rows, k, cols):
+    """kernels.matmul_tiling names the vector tile and register rows of a scheduled matmul's
+    update loop nest: a classifier of 417 outputs vectorised 3 wide, one of 1000 10 wide."""
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 1})
+    gemm = _model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], [rows, k], [rows, cols],
+                  {"W": (cols, k), "B": (cols,)})
+    with target:
+        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), *_schedules(target)])(frontend.import_onnx(gemm))
+    lines = next(fn.script() for _, fn in mod.functions_items()
+                 if isinstance(fn, tvm.tirx.PrimFunc) and "matmul_update" in fn.script()).splitlines()
+    update = next(i for i, line in enumerate(lines) if 'matmul_update")' in line)
+    nest = []
+    for line in reversed(lines[:update]):
+        if "T.unroll" not in line and "T.vectorized" not in line:
+            break
+        nest.append(line.strip())
+    _, vector_tile, register_rows, fill = kernels.matmul_tiling(rows, cols, kernels.vector_lanes(target))
+    assert nest[0].startswith("for i1_") and f"T.vectorized(T.int64({vector_tile}))" in nest[0]
+    assert int(np.prod([int(line.split("T.int64(")[1].split(")")[0]) for line in nest[1:]] or [1])) == register_rows
+    assert cols % vector_tile == 0 and 0 < fill <= 1
