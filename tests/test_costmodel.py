@@ -526,6 +526,38 @@ def _dataset(rows, path):
                                 "total_units": 1, "repeats": 3, **r}) + "\n")
 
 
+def test_bench_costmodel_trains_also_on_another_dataset_but_its_held_out_shapes(rows, tmp_path, capsys):
+    """--train-also: each split also trains on another dataset's slices, except those of the shapes
+    it holds out. Given only the held-out shapes' slices (three times slower), the table is the one
+    without it: none leaks into training. Given the training shapes' slices three times slower,
+    the held-out shapes are predicted slower."""
+    from mnova_tvm.cli import main
+    from mnova_tvm.costmodel import shape_keys
+
+    def table(*extra):
+        out = tmp_path / "c.md"
+        assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--splits", "1", "--remeasure", "0",
+                     "--out", str(out), *extra]) == 0
+        text = out.read_text()
+        return text, [line for line in text.splitlines() if line.startswith("| host@") and line.count("|") == 9]
+
+    _dataset(rows, tmp_path / "d.jsonl")
+    held = set(shape_keys(split_by_shape(merge_rounds(read_dataset(tmp_path / "d.jsonl")[0]), 0.2, 0)[1]))
+    keys = shape_keys(rows)
+    _, alone = table()
+    _dataset([dict(r, latency_s=3 * r["latency_s"]) for r, k in zip(rows, keys) if k in held], tmp_path / "held.jsonl")
+    text, with_held = table("--train-also", str(tmp_path / "held.jsonl"))
+    assert with_held == alone and "also trains on the" in text
+    _dataset([dict(r, latency_s=3 * r["latency_s"]) for r, k in zip(rows, keys) if k not in held], tmp_path / "slow.jsonl")
+    _, with_slow = table("--train-also", str(tmp_path / "slow.jsonl"))
+    for before, after in zip(alone, with_slow):
+        before, after = [c.strip() for c in before.strip("|").split("|")], [c.strip() for c in after.strip("|").split("|")]
+        if before[4] == "XGBoost over the roofline line":
+            assert float(after[5]) > float(before[5]) + 20 and float(after[6]) < float(before[6])  # MAPE up, share down
+    assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--train-also", str(tmp_path / "no.jsonl"),
+                 "--out", str(tmp_path / "x.md")]) == 2
+    assert "no.jsonl" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+
 def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys):
     from mnova_tvm.cli import main
     from mnova_tvm.commands.bench import PREDICT_BATCH, _remeasured_rows, _source

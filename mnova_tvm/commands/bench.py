@@ -70,6 +70,9 @@ def register(sub) -> None:
     costmodel.add_argument("--dataset", default=str(Path.home() / ".cache" / "mnova" / "profile.jsonl"),
                            help="profiling dataset of mnova profile (default ~/.cache/mnova/profile.jsonl); with "
                                 "--cluster, the first model is quick-profiled into it if it lacks that model")
+    costmodel.add_argument("--train-also", default=None, metavar="DATASET",
+                           help="another profiling dataset whose slices every split also trains on (those of the "
+                                "split's held-out shapes left out): what profiling them buys --dataset's held-out shapes")
     costmodel.add_argument("--cluster", default=None,
                            help="cluster to measure plans on, and to time profiled slices again for the noise floor "
                                 "(default: none, held-out operator shapes only)")
@@ -493,22 +496,25 @@ def _seconds_text(seconds: float) -> str:
     return f"{seconds / 1e-9:.3g} ns"
 
 
-def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list], list[list], list[list], list[list], dict]:
+def _operator_rows(rows, splits: int, test_fraction: float, also=()) -> tuple[list[list], list[list], list[list], list[list], dict]:
     """Per device kind: the cost model and its roofline line alone on held-out operator shapes,
     averaged over `splits` seeded splits; for slices profiled in several rounds, the model apart
     on those whose rounds agreed and those whose did not (a slice the host times unsteadily).
     Also the model's share within ±10 % per operator and per source of the slices (_source), and
     the learning curve: (training shapes, share within ±10 %) fitted on CURVE_FRACTIONS of each
     split's training shapes, then all of them. And per half decade of latency, the model's share
-    beside how often the rounds of those slices agree: a second run of the profiler as a predictor."""
+    beside how often the rounds of those slices agree: a second run of the profiler as a predictor.
+    Each split also trains on the rows `also` (another dataset's) of shapes it does not hold out."""
     from collections import defaultdict
 
     from ..costmodel import HOST_COLUMNS, CostModel, evaluate, shape_keys, split_by_shape
-    from ..profile import ROUNDS_AGREE
+    from ..profile import ROUNDS_AGREE, row_key
 
     table, operators, sources, latencies, curves = [], [], [], [], {}
     for kind in sorted({r["device_kind"] for r in rows}):
         kind_rows = [r for r in rows if r["device_kind"] == kind]
+        kind_also = [r for r in also if r["device_kind"] == kind]
+        also_keys = list(zip(shape_keys(kind_also), map(row_key, kind_also)))
         runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY, *_HOST_STATE)}
         held: dict[str, int] = dict.fromkeys(runs, 0)
         curve: dict[float, list[tuple[int, float]]] = {f: [] for f in (*CURVE_FRACTIONS, 1.0)}
@@ -519,6 +525,9 @@ def _operator_rows(rows, splits: int, test_fraction: float) -> tuple[list[list],
             train_rows, test_rows = split_by_shape(kind_rows, test_fraction, seed)
             if not train_rows or not test_rows:
                 continue
+            held_shapes, held_slices = set(shape_keys(test_rows)), set(map(row_key, test_rows))
+            train_rows = train_rows + [r for r, (shape, sliced) in zip(kind_also, also_keys)
+                                       if shape not in held_shapes and sliced not in held_slices]
             model = CostModel().fit(train_rows)
             metrics = evaluate(model, test_rows, group=lambda row: _source(row["model"]))
             banded = evaluate(model, test_rows, group=_latency_band)["by_group"]
@@ -717,7 +726,11 @@ def run_costmodel(args) -> int:
         raise MnovaError(f"dataset {dataset} has no operator rows: run mnova profile first")
     if args.splits < 1 or not 0 < args.test_fraction < 1 or args.remeasure < 0:
         raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
-    operator_table, per_operator, per_source, per_latency, curves = _operator_rows(rows, args.splits, args.test_fraction)
+    also = merge_rounds(read_dataset(args.train_also)[0]) if args.train_also else []
+    if args.train_also and not also:
+        raise MnovaError(f"dataset {args.train_also} has no operator rows: run mnova profile first")
+    operator_table, per_operator, per_source, per_latency, curves = _operator_rows(rows, args.splits, args.test_fraction,
+                                                                                   also)
     predict_rate = _predict_rate(rows)
     curve_png = Path(args.out).with_name(Path(args.out).stem + "-curve.png")
     plot_learning_curve(curves, curve_png, f"{dataset.name}: held-out operator shapes")
@@ -732,12 +745,15 @@ def run_costmodel(args) -> int:
     kinds = {device_kind(d) for d in cluster.devices} if cluster else set()
     strategies = [s for s in args.plans.split(",") if s]
 
+    also_text = (f" Every split also trains on the {len(also)} slices of `{args.train_also}`, but for those of the"
+                 f" split's held-out shapes." if also else "")
+
     def write() -> str:
         text = results_header("Cost model: predicted against measured latency") + f"""
 Dataset `{dataset}`: {len(rows)} operator slices (every operator of the profiled models whole and sliced at 25/50/75 %
 of its rows or channels, timed over TVM RPC: {timing_text}). Held out: {args.splits} seeded
 splits in which {100 * args.test_fraction:.0f} % of the operator shapes (every operator of that shape in any model, all
-their slices) are left out of training; the table gives the mean over the splits. The roofline line alone is the model's own baseline
+their slices) are left out of training; the table gives the mean over the splits.{also_text} The roofline line alone is the model's own baseline
 (seconds per call, per FLOP, per byte moved, per weight byte) without the trees.
 
 ## Operators on held-out shapes
