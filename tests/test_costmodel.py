@@ -556,7 +556,7 @@ def test_bench_costmodel_trains_also_on_another_dataset_but_its_held_out_shapes(
             assert float(after[5]) > float(before[5]) + 20 and float(after[6]) < float(before[6])  # MAPE up, share down
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--train-also", str(tmp_path / "no.jsonl"),
                  "--out", str(tmp_path / "x.md")]) == 2
-    assert "no.jsonl" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+    assert "no.jsonl: no such dataset file" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
 
 def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys):
     from mnova_tvm.cli import main

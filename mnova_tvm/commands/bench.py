@@ -726,6 +726,8 @@ def run_costmodel(args) -> int:
         raise MnovaError(f"dataset {dataset} has no operator rows: run mnova profile first")
     if args.splits < 1 or not 0 < args.test_fraction < 1 or args.remeasure < 0:
         raise MnovaError("--splits must be at least 1, --test-fraction between 0 and 1 and --remeasure at least 0")
+    if args.train_also and not Path(args.train_also).is_file():
+        raise MnovaError(f"--train-also {args.train_also}: no such dataset file")
     also = merge_rounds(read_dataset(args.train_also)[0]) if args.train_also else []
     if args.train_also and not also:
         raise MnovaError(f"dataset {args.train_also} has no operator rows: run mnova profile first")
