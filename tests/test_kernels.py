@@ -363,6 +363,22 @@ def test_register_rows_leave_no_one_row_last_tile(extent, lanes):
     assert kernels._step_cycles(extent % rows or rows, width // lanes, lanes) <= kernels._step_cycles(rows, width // lanes, lanes)
 
 
+def _update_tile(model, target, block: str) -> tuple[str, int]:
+    """The vectorised loop line and the unrolled rows around the update block `block` of
+    `model`'s kernel as the scheduling passes leave it for `target`."""
+    with target:
+        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), *_schedules(target)])(frontend.import_onnx(model))
+    lines = next(fn.script() for _, fn in mod.functions_items()
+                 if isinstance(fn, tvm.tirx.PrimFunc) and block in fn.script()).splitlines()
+    update = next(i for i, line in enumerate(lines) if f'{block}")' in line)
+    nest = []
+    for line in reversed(lines[:update]):
+        if "T.unroll" not in line and "T.vectorized" not in line:
+            break
+        nest.append(line.strip())
+    return nest[0], int(np.prod([int(line.split("T.int64(")[1].split(")")[0]) for line in nest[1:]] or [1]))
+
+
 @pytest.mark.parametrize("mcpu", ["skylake-avx512", "haswell"])
 @pytest.mark.parametrize("c, f, hw, k, stride, groups", [
     (64, 96, 14, 3, 1, 1), (16, 32, 56, 3, 1, 1), (192, 64, 28, 1, 1, 1), (32, 48, 13, 3, 1, 1),
@@ -373,20 +389,7 @@ def test_conv_tiling_is_the_schedule_the_rule_gives(mcpu, c, f, hw, k, stride, g
     """kernels.conv_tiling (the cost model's view of a convolution's kernel, from its shape)
     names the vector axis, vector tile and register rows of the scheduled update loop nest."""
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 1})
-    mod = frontend.import_onnx(_conv(c, f, hw, k, stride, groups, relu=False))
-    with target:
-        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), *_schedules(target)])(mod)
-    script = next(fn.script() for _, fn in mod.functions_items()
-                  if isinstance(fn, tvm.tirx.PrimFunc) and "conv2d_nchw_update" in fn.script())
-    lines = script.splitlines()
-    update = next(i for i, line in enumerate(lines) if 'conv2d_nchw_update")' in line)
-    nest = []
-    for line in reversed(lines[:update]):
-        if "T.unroll" not in line and "T.vectorized" not in line:
-            break
-        nest.append(line.strip())
-    vector_line = nest[0]
-    rows = int(np.prod([int(line.split("T.int64(")[1].split(")")[0]) for line in nest[1:]] or [1]))
+    vector_line, rows = _update_tile(_conv(c, f, hw, k, stride, groups, relu=False), target, "conv2d_nchw_update")
     out = (hw + 2 * (k // 2) - k) // stride + 1
     channels, vector_tile, register_rows, fill = kernels.conv_tiling(f, out, out, c, hw, k, stride, groups > 1,
                                                                      kernels.vector_lanes(target))
@@ -403,17 +406,7 @@ def test_matmul_tiling_is_the_schedule_the_rule_gives(mcpu, rows, k, cols):
     target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 1})
     gemm = _model([helper.make_node("Gemm", ["x", "W", "B"], ["y"], transB=1)], [rows, k], [rows, cols],
                   {"W": (cols, k), "B": (cols,)})
-    with target:
-        mod = tvm.transform.Sequential([relax.transform.LegalizeOps(), *_schedules(target)])(frontend.import_onnx(gemm))
-    lines = next(fn.script() for _, fn in mod.functions_items()
-                 if isinstance(fn, tvm.tirx.PrimFunc) and "matmul_update" in fn.script()).splitlines()
-    update = next(i for i, line in enumerate(lines) if 'matmul_update")' in line)
-    nest = []
-    for line in reversed(lines[:update]):
-        if "T.unroll" not in line and "T.vectorized" not in line:
-            break
-        nest.append(line.strip())
+    vector_line, unrolled = _update_tile(gemm, target, "matmul_update")
     _, vector_tile, register_rows, fill = kernels.matmul_tiling(rows, cols, kernels.vector_lanes(target))
-    assert nest[0].startswith("for i1_") and f"T.vectorized(T.int64({vector_tile}))" in nest[0]
-    assert int(np.prod([int(line.split("T.int64(")[1].split(")")[0]) for line in nest[1:]] or [1])) == register_rows
-    assert cols % vector_tile == 0 and 0 < fill <= 1
+    assert vector_line.startswith("for i1_") and f"T.vectorized(T.int64({vector_tile}))" in vector_line
+    assert unrolled == register_rows and cols % vector_tile == 0 and 0 < fill <= 1
