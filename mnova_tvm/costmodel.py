@@ -55,7 +55,8 @@ SCHEDULE_LANES = (4, 8, 16)
 # 66.9 % -> 75.0 % of slices within ±10 % with them. A matmul's tile came later: its vector spans
 # up to four vectors of its outputs when they are a multiple of them, else their largest divisor up
 # to one vector, so a classifier's 0.36 MB of weights streamed at 10 GB/s 2 lanes wide and another's
-# 0.35 MB at 89 GB/s 32 wide (held-out matmuls of the unthrottled dataset: 38.7 -> 73.8 % within ±10 %).
+# 0.35 MB at 89 GB/s 32 wide (held-out matmuls, same splits: 38.9 -> 58.3 % within ±10 % on the
+# references dataset, 43.0 -> 78.9 % on the unthrottled one with its first pool sweep).
 # Then two columns of the slice's input, whatever the vector width: its elements per row of the first
 # input (the row length of a conv's or pool's input, which a height slice's features lack; more for
 # an operator with a second input, less for a broadcast one), and whether a conv or pool reads
@@ -79,7 +80,7 @@ DERIVED = tuple(f"{name}_{lanes}" for lanes in SCHEDULE_LANES for name in
 # spells slow kernels unevenly, small in-cache ones like the first, large ones like the second.
 # The model takes each as log2 of the reading over its median in the training rows (missing in
 # rows timed without them) and predicts at that median unless told the host's state. Held-out
-# shapes of 5,743 slices timed with them: 83.0 % within ±10 % given the readings, 73.2 % at the
+# shapes of 5,743 slices timed with them: 83.4 % within ±10 % given the readings, 73.2 % at the
 # median state (benchmarks/costmodel-epyc-references.md).
 HOST_COLUMNS = ("host_compute_s", "host_memory_s")
 WINDOWED_CODES = [OPS.index(op) for op in ("relax.nn.conv2d", "relax.nn.max_pool2d", "relax.nn.avg_pool2d")]
