@@ -152,17 +152,17 @@ def model_inputs(features: np.ndarray) -> np.ndarray:
     distinct, which = np.unique(shapes, axis=0, return_inverse=True)  # a GA asks for the same slices again and again
     matmul = col["op_code"] == OPS.index("relax.matmul")
     # a matmul's rows: its FLOPs over 2 x columns (out_c) x reduction (in_c)
-    products = np.column_stack([np.round(_unlog(col["flops_log"]) / np.maximum(2 * col["out_c"] * col["in_c"], 1)),
-                                col["out_c"]])[matmul]
-    distinct_products, which_product = np.unique(products, axis=0, return_inverse=True)
+    matmul_shapes = np.column_stack([np.round(_unlog(col["flops_log"]) / np.maximum(2 * col["out_c"] * col["in_c"], 1)),
+                                     col["out_c"]])[matmul]
+    distinct_matmuls, which_matmul = np.unique(matmul_shapes, axis=0, return_inverse=True)
     derived = []
     for lanes in SCHEDULE_LANES:
         tiles = np.zeros((len(features), 4))
         if len(distinct):
             tiles[conv] = np.array([conv_tiling(*map(int, shape[:7]), bool(shape[7]), lanes) for shape in distinct])[which.ravel()]
-        if len(distinct_products):
+        if len(distinct_matmuls):
             tiles[matmul] = np.array([matmul_tiling(max(1, int(rows)), int(cols), lanes)
-                                      for rows, cols in distinct_products])[which_product.ravel()]
+                                      for rows, cols in distinct_matmuls])[which_matmul.ravel()]
         derived += [tiles, ((col["out_c"] * maps) % (4 * lanes) == 0)[:, None], (maps % (4 * lanes) == 0)[:, None]]
     inputs = _input_columns(col)
     return np.hstack([features, *derived, inputs, _partial_sums_columns(col, inputs[:, 0]), _remainder_columns(col)])

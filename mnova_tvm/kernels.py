@@ -348,7 +348,6 @@ def conv_tiling(out_c: int, out_h: int, out_w: int, in_c: int, in_h: int, kernel
     return int(vector == "c"), vec_tile, reg_tile, vec_tile / (-(-vec_tile // lanes) * lanes)
 
 
-
 @functools.lru_cache(maxsize=65536)
 def matmul_tiling(rows: int, cols: int, lanes: int) -> tuple[int, int, int, float]:
     """conv_tiling's view of a matmul ([rows, k] x [k, cols]): its output columns are the
@@ -357,6 +356,7 @@ def matmul_tiling(rows: int, cols: int, lanes: int) -> tuple[int, int, int, floa
     it, so a classifier of 417 outputs runs 3 lanes wide and one of 1000 runs 10."""
     reg_tile, vec_tile = _tile_sizes(rows, cols, lanes)
     return 1, vec_tile, reg_tile, vec_tile / (-(-vec_tile // lanes) * lanes)
+
 
 def _row_reduction(sch, block, extents, kinds, lanes: int) -> bool:
     """Whether the block reduces runs of an activation that lie contiguously in memory (a global

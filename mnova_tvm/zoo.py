@@ -551,8 +551,8 @@ def pool_sweep(blocks: int = 40, seed: int = 0) -> onnx.ModelProto:
     """`blocks` max and average pools (zoo.branch_sweep's kinds) off a random CNN trunk over the
     five resolutions of a 224x224 input, each of a 1x1 conv of its own random width and followed
     by a global average pool; the pooled vectors are concatenated into one classifier. Pools and
-    means are the operators the cost model misses most (a branch sweep holds about one shape per
-    pool configuration): this gives them four times the shapes per slice profiled."""
+    means are the operators the cost model misses most: this gives them about three times a
+    branch sweep's pools per slice profiled (40 in about 800 new slices, against 20 in 1,400)."""
     if blocks < len(_SWEEP_STAGES):
         raise MnovaError(f"a pool sweep needs at least {len(_SWEEP_STAGES)} blocks (one per resolution), got {blocks}")
     net = _Net(224, seed)

@@ -494,6 +494,7 @@ def test_matmul_tile_columns_follow_the_matmul_rule(graph):
             widths.add(tile[1])
     assert len(widths) >= 3  # slices of several widths, not one default
 
+
 def test_remainder_columns_follow_the_flat_loop(graph):
     """For every add and relu slice the profiler times, flat_run is the elements of each channel's
     map when a per-channel bias is added, else all the slice's elements, and the rest columns are
@@ -557,6 +558,7 @@ def test_bench_costmodel_trains_also_on_another_dataset_but_its_held_out_shapes(
     assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d.jsonl"), "--train-also", str(tmp_path / "no.jsonl"),
                  "--out", str(tmp_path / "x.md")]) == 2
     assert "no.jsonl: no such dataset file" in capsys.readouterr().err and not (tmp_path / "x.md").exists()
+
 
 def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys):
     from mnova_tvm.cli import main
