@@ -138,8 +138,12 @@ def _plain_loops(sch: s_tir.Schedule, block) -> tuple[list, list[int], list[int]
 
 def _fill(extent: int, lanes: int) -> float:
     """Share of vector lanes a tile of ``extent``'s largest divisor up to ``lanes`` keeps busy."""
-    tile = _largest_divisor(extent, lanes)
-    return tile / (-(-tile // lanes) * lanes)
+    return _lane_fill(_largest_divisor(extent, lanes), lanes)
+
+
+def _lane_fill(width: int, lanes: int) -> float:
+    """Share of the lanes busy in the vectors a loop ``width`` wide takes."""
+    return width / (-(-width // lanes) * lanes)
 
 
 def _strided(stmt, axis: int) -> bool:
@@ -345,7 +349,7 @@ def conv_tiling(out_c: int, out_h: int, out_w: int, in_c: int, in_h: int, kernel
     if vec_tile <= lanes and reg in broadcast and rest:
         reg_tile, group_tile = _tile_sizes(extents[reg], extents[rest[-1]], 1, tail=last == reg, free_broadcasts=lanes == 16)
         reg_tile *= group_tile
-    return int(vector == "c"), vec_tile, reg_tile, vec_tile / (-(-vec_tile // lanes) * lanes)
+    return int(vector == "c"), vec_tile, reg_tile, _lane_fill(vec_tile, lanes)
 
 
 @functools.lru_cache(maxsize=65536)
@@ -355,7 +359,7 @@ def matmul_tiling(rows: int, cols: int, lanes: int) -> tuple[int, int, int, floa
     gathers), and a count without a divisor of the vector width takes its largest divisor below
     it, so a classifier of 417 outputs runs 3 lanes wide and one of 1000 runs 10."""
     reg_tile, vec_tile = _tile_sizes(rows, cols, lanes)
-    return 1, vec_tile, reg_tile, vec_tile / (-(-vec_tile // lanes) * lanes)
+    return 1, vec_tile, reg_tile, _lane_fill(vec_tile, lanes)
 
 
 def _row_reduction(sch, block, extents, kinds, lanes: int) -> bool:
