@@ -527,6 +527,19 @@ def _dataset(rows, path):
                                 "total_units": 1, "repeats": 3, **r}) + "\n")
 
 
+def test_round_agreement_estimates_what_knowing_each_slices_mean_would_score(rows):
+    """Second rounds 1.0, 1.2 and 1.6 times the first: only the first pair agrees within ±10 %. A
+    predictor of the mean misses one round of the 1.2x pair (its error 1.2^(1/√2) = 1.14x) but not
+    their median (1.2^(1/2) = 1.095x), and the 1.6x pair either way."""
+    from mnova_tvm.commands.bench import _round_agreement
+
+    three = [dict(r, op="relax.nn.conv2d", device_kind="host@1cpu") for r in rows[:3]]
+    second = [dict(r, latency_s=r["latency_s"] * ratio) for r, ratio in zip(three, (1.0, 1.2, 1.6))]
+    text = _round_agreement(three + second)
+    assert text.startswith("a second round within ±10 % of the first in 33.3 % of 3 slices"), text
+    assert "within ±10 % of one round in about 33.3 % and of the median of two in about 66.7 %" in text, text
+
+
 def test_bench_costmodel_trains_also_on_another_dataset_but_its_held_out_shapes(rows, tmp_path, capsys):
     """--train-also: each split also trains on another dataset's slices, except those of the shapes
     it holds out. Given only the held-out shapes' slices (three times slower), the table is the one
