@@ -150,6 +150,7 @@ def model_inputs(features: np.ndarray) -> np.ndarray:
     shapes = features[conv][:, [FEATURES.index(name) for name in
                                 ("out_c", "out_h", "out_w", "in_c", "in_h", "kernel", "stride", "depthwise")]]
     distinct, which = np.unique(shapes, axis=0, return_inverse=True)  # a GA asks for the same slices again and again
+    distinct = distinct.astype(int).tolist()  # Python ints: each numpy scalar converted apart costs more than the tile
     matmul = col["op_code"] == OPS.index("relax.matmul")
     # a matmul's rows: its FLOPs over 2 x columns (out_c) x reduction (in_c)
     matmul_shapes = np.column_stack([np.round(_unlog(col["flops_log"]) / np.maximum(2 * col["out_c"] * col["in_c"], 1)),
@@ -159,7 +160,7 @@ def model_inputs(features: np.ndarray) -> np.ndarray:
     for lanes in SCHEDULE_LANES:
         tiles = np.zeros((len(features), 4))
         if len(distinct):
-            tiles[conv] = np.array([conv_tiling(*map(int, shape[:7]), bool(shape[7]), lanes) for shape in distinct])[which.ravel()]
+            tiles[conv] = np.array([conv_tiling(*shape[:7], bool(shape[7]), lanes) for shape in distinct])[which.ravel()]
         if len(distinct_matmuls):
             tiles[matmul] = np.array([matmul_tiling(max(1, int(rows)), int(cols), lanes)
                                       for rows, cols in distinct_matmuls])[which_matmul.ravel()]
