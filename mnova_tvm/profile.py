@@ -272,9 +272,18 @@ def _wants_round(latencies: Sequence[float], rounds: int, tiebreak: bool) -> boo
     return tiebreak and len(latencies) == rounds >= 2 and max(latencies) > (1 + ROUNDS_AGREE) * min(latencies)
 
 
+def _settled(latencies: Sequence[float]) -> bool:
+    """Whether a majority of a slice's rounds (two or more) agree within ±10 %: then its median is
+    one of them, as after a tiebreak round, and the host reproduced that latency."""
+    ordered = sorted(latencies)
+    majority = len(ordered) // 2 + 1
+    return len(ordered) >= 2 and any(ordered[i + majority - 1] <= (1 + ROUNDS_AGREE) * ordered[i]
+                                     for i in range(len(ordered) - majority + 1))
+
+
 def merge_rounds(rows: Sequence[dict]) -> list[dict]:
     """One row per slice and device kind, the median latency of its rounds ("rounds": how many;
-    "spread": the slowest over the fastest), and the median of their reference readings
+    "spread": the slowest over the fastest; "settled": _settled), and the median of their reference readings
     (HOST_COLUMNS) if every round has them.
 
     A round is one `mnova profile` run; `--rounds 2` hours later times every slice again. Within
@@ -290,7 +299,7 @@ def merge_rounds(rows: Sequence[dict]) -> list[dict]:
                 if all(name in r for r in group)}
         first = {k: v for k, v in group[0].items() if k not in HOST_COLUMNS}
         merged.append({**first, "latency_s": statistics.median(latencies), "rounds": len(group),
-                       "spread": max(latencies) / min(latencies), **host})
+                       "spread": max(latencies) / min(latencies), "settled": _settled(latencies), **host})
     return merged
 
 

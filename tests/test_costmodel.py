@@ -16,7 +16,7 @@ from mnova_tvm.graph import from_relax
 from mnova_tvm.partition import Plan, device_memory, partition_op, single_device_plan
 from mnova_tvm.planners import PlanEvaluator, compare_planners, infeasible_error, plan_with
 from mnova_tvm.profile import (FULL_TIMING, QUICK_TIMING, Timing, calibrate, device_kind, job_features, job_key, jobs_for, profile_cluster,
-                               _wants_round, merge_rounds, profile_devices, read_dataset, refit_needed, timing_of)
+                               _settled, _wants_round, merge_rounds, profile_devices, read_dataset, refit_needed, timing_of)
 from mnova_tvm.runtime import prepare
 from mnova_tvm.targets import load_cluster
 from onnx_models import edge_cnn
@@ -226,6 +226,15 @@ def test_rounds_of_a_slice_merge_to_their_median(rows):
     merged = merge_rounds([{**one, **host}, {**one, **dict.fromkeys(HOST_COLUMNS, 4.0)}, {**one, **host, HOST_COLUMNS[0]: 3.0},
                            {**other_slice, **host}, other_slice])
     assert [[r.get(name) for name in HOST_COLUMNS] for r in merged] == [[3.0, 1.0], [None, None]]
+
+
+@pytest.mark.parametrize("latencies, settled", [
+    ([1.0], False), ([1.0, 1.09], True), ([1.0, 1.2], False), ([1.0, 1.5, 1.02], True), ([1.5, 1.0, 1.4], True),
+    ([1.0, 1.3, 1.6], False), ([1.0, 1.05, 1.5, 1.6], False), ([1.0, 1.05, 1.08, 1.6], True)])
+def test_a_slice_is_settled_when_a_majority_of_its_rounds_agree(latencies, settled):
+    one = {"row": "op", "device_kind": "host@1cpu", "op": "relax.nn.relu", **dict.fromkeys(FEATURES, 1.0)}
+    assert _settled(latencies) is settled
+    assert [r["settled"] for r in merge_rounds([dict(one, latency_s=s) for s in latencies])] == [settled]
 
 
 @pytest.mark.parametrize("latencies, rounds, tiebreak, wanted", [
@@ -575,7 +584,7 @@ def test_bench_costmodel_trains_also_on_another_dataset_but_its_held_out_shapes(
 
 def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys):
     from mnova_tvm.cli import main
-    from mnova_tvm.commands.bench import PREDICT_BATCH, _remeasured_rows, _source
+    from mnova_tvm.commands.bench import _SETTLED, PREDICT_BATCH, _remeasured_rows, _source
 
     _dataset(rows, tmp_path / "d.jsonl")
     out = tmp_path / "costmodel.md"
@@ -628,6 +637,18 @@ def test_bench_costmodel_reports_held_out_shapes_per_kind(rows, tmp_path, capsys
                              "XGBoost, slices whose rounds agree within ±10 %", "XGBoost, slices whose rounds disagree"}
         agree, disagree = held["XGBoost, slices whose rounds agree within ±10 %"], held["XGBoost, slices whose rounds disagree"]
         assert abs(agree + disagree - held["XGBoost over the roofline line"]) <= 2 and abs(agree - disagree) < agree / 2
+    # a third round (--tiebreak) of the slices whose two disagree: every other one near the first (a majority
+    # settles it), the rest 1.3x (three apart): the settled row holds the agreeing slices and half the others
+    third = [dict(r, latency_s=r["latency_s"] * (1.01 if i % 4 == 0 else 1.3)) for i, r in enumerate(rows) if i % 2 == 0]
+    _dataset(rows + [dict(r, latency_s=r["latency_s"] * (1.02 if i % 2 else 1.5)) for i, r in enumerate(rows)] + third,
+             tmp_path / "d4.jsonl")
+    assert main(["bench", "costmodel", "--dataset", str(tmp_path / "d4.jsonl"), "--splits", "2", "--out", str(out)]) == 0
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
+             if line.startswith("| host@") and line.count("|") == 9]
+    for kind in SPEED:
+        held = {cells[4]: int(cells[3]) for cells in table if cells[0] == kind}
+        everything, settled = held["XGBoost over the roofline line"], held[_SETTLED]
+        assert abs(settled - 0.75 * everything) < 0.1 * everything, held
     bands = [[c.strip() for c in line.strip("|").split("|")] for line in out.read_text().splitlines()
              if line.startswith("| host@") and line.count("|") == 6]
     assert {c[0] for c in bands} == set(SPEED)

@@ -465,6 +465,9 @@ def _mean_metrics(runs: list[dict]) -> dict:
 _PREDICTORS = ("XGBoost over the roofline line", "roofline line alone")
 _STABILITY = {"XGBoost, slices whose rounds agree within ±10 %": True,
               "XGBoost, slices whose rounds disagree": False}
+# Slices timed in three rounds or more (`mnova profile --tiebreak`) whose median a majority of
+# rounds agreeing within ±10 % settles, with those whose two rounds agree: the truth the host reproduces.
+_SETTLED = "XGBoost, slices a majority of whose rounds agree within ±10 %"
 # Slices timed with the reference kernels (profile.REFERENCES), predicted for the host's state they
 # read and at its median state: how much of the error is the host's spells.
 _HOST_STATE = ("XGBoost, slices timed with the reference kernels", "the same slices, the host at its median state")
@@ -515,7 +518,7 @@ def _operator_rows(rows, splits: int, test_fraction: float, also=()) -> tuple[li
         kind_rows = [r for r in rows if r["device_kind"] == kind]
         kind_also = [r for r in also if r["device_kind"] == kind]
         also_keys = list(zip(shape_keys(kind_also), map(row_key, kind_also)))
-        runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY, *_HOST_STATE)}
+        runs: dict[str, list[dict]] = {label: [] for label in (*_PREDICTORS, *_STABILITY, _SETTLED, *_HOST_STATE)}
         held: dict[str, int] = dict.fromkeys(runs, 0)
         curve: dict[float, list[tuple[int, float]]] = {f: [] for f in (*CURVE_FRACTIONS, 1.0)}
         by_op: dict[str, list[int]] = defaultdict(lambda: [0, 0])  # operator -> held-out rows, within ±10 %
@@ -545,6 +548,9 @@ def _operator_rows(rows, splits: int, test_fraction: float, also=()) -> tuple[li
                 subset = [r for r in test_rows if r.get("rounds", 1) > 1 and (r["spread"] <= 1 + ROUNDS_AGREE) == agree]
                 if len(subset) > 1:
                     subsets[label] = (evaluate(model, subset), subset)
+            settled = [r for r in test_rows if r.get("settled")]
+            if any(r["rounds"] > 2 for r in settled) and len(settled) > 1:
+                subsets[_SETTLED] = (evaluate(model, settled), settled)
             timed_with_references = [r for r in test_rows if all(name in r for name in HOST_COLUMNS)]
             if len(timed_with_references) > 1:
                 for label, host in zip(_HOST_STATE, (True, False)):
