@@ -273,8 +273,8 @@ def _wants_round(latencies: Sequence[float], rounds: int, tiebreak: bool) -> boo
 
 
 def _settled(latencies: Sequence[float]) -> bool:
-    """Whether a majority of a slice's rounds (two or more) agree within ±10 %: then its median is
-    one of them, as after a tiebreak round, and the host reproduced that latency."""
+    """Whether a majority of a slice's rounds (two or more) agree within ±10 %: then its median lies
+    among them (two that agree, or a tiebreak round that sides with one), a latency the host reproduced."""
     ordered = sorted(latencies)
     majority = len(ordered) // 2 + 1
     return len(ordered) >= 2 and any(ordered[i + majority - 1] <= (1 + ROUNDS_AGREE) * ordered[i]
