@@ -15,18 +15,16 @@ import argparse
 import statistics
 from collections import defaultdict
 
-import numpy as np
-
 from mnova_tvm.commands.bench import _source
-from mnova_tvm.costmodel import FEATURES, CostModel, host_seconds, split_by_shape
+from mnova_tvm.costmodel import CostModel, evaluate, split_by_shape
 from mnova_tvm.profile import merge_rounds, read_dataset, row_key
 
 
-def _within(model: CostModel, rows: list[dict], seconds: list[float]) -> list[bool]:
-    """Whether each row's prediction, for the host's state its readings give, is within ±10 % of `seconds`."""
-    features = np.array([[float(r[f]) for f in FEATURES] for r in rows])
-    predicted = model.predict(features, [r["device_kind"] for r in rows], host_seconds(rows))
-    return list(np.abs(predicted / np.array(seconds) - 1) <= 0.1)
+def _shares(model: CostModel, rows: list[dict]) -> dict[str, tuple[int, int]]:
+    """Per source of the rows and over all of them: (slices, within ±10 %), the host's state as
+    each row's readings give it (costmodel.evaluate)."""
+    metrics = evaluate(model, rows, group=lambda row: _source(row["model"]))
+    return {"all": (len(rows), round(metrics["within_10_percent"] * len(rows))), **metrics["by_group"]}
 
 
 def main() -> None:
@@ -39,26 +37,28 @@ def main() -> None:
     for row in timings:
         rounds[(row["device_kind"], row_key(row))].append(row)
     rows = merge_rounds(timings)
-    shares: dict[tuple[str, str], list[bool]] = defaultdict(list)
+    counts: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])  # -> slices, within ±10 %
+
+    def add(truth: str, shares: dict[str, tuple[int, int]]) -> None:
+        for source, (slices, within) in shares.items():
+            counts[(source, truth)][0] += slices
+            counts[(source, truth)][1] += within
+
     for seed in range(args.splits):
         train, test = split_by_shape(rows, 0.2, seed)
         model = CostModel().fit(train)
         repeated = [r for r in test if r["rounds"] >= 2]
-        firsts = [rounds[(r["device_kind"], row_key(r))][0] for r in repeated]
-        against_median = _within(model, repeated, [r["latency_s"] for r in repeated])
-        against_first = _within(model, firsts, [float(r["latency_s"]) for r in firsts])
-        for row, median_ok, first_ok in zip(repeated, against_median, against_first):
-            for source in ("all", _source(row["model"])):
-                shares[(source, "the median of its rounds")].append(median_ok)
-                shares[(source, "its first round")].append(first_ok)
+        add("the median of its rounds", _shares(model, repeated))
+        add("its first round", _shares(model, [rounds[(r["device_kind"], row_key(r))][0] for r in repeated]))
         third = [r for r in test if r["rounds"] == 3]
-        first_two = [statistics.mean(float(t["latency_s"]) for t in rounds[(r["device_kind"], row_key(r))][:2])
+        first_two = [dict(r, latency_s=statistics.mean(float(t["latency_s"])
+                                                       for t in rounds[(r["device_kind"], row_key(r))][:2]))
                      for r in third]
-        shares[("timed in three rounds", "the median of three")] += _within(model, third, [r["latency_s"] for r in third])
-        shares[("timed in three rounds", "the mean of the first two")] += _within(model, third, first_two)
+        add("the median of three", {"timed in three rounds": _shares(model, third)["all"]})
+        add("the mean of the first two", {"timed in three rounds": _shares(model, first_two)["all"]})
     print(f"| held-out slices | scored against | slices ({args.splits} splits) | within ±10 % (%) |\n|---|---|---|---|")
-    for (source, truth), within in sorted(shares.items()):
-        print(f"| {source} | {truth} | {len(within)} | {100 * np.mean(within):.1f} |")
+    for (source, truth), (slices, within) in sorted(counts.items()):
+        print(f"| {source} | {truth} | {slices} | {100 * within / slices:.1f} |")
 
 
 if __name__ == "__main__":
